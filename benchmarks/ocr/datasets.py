@@ -24,6 +24,7 @@ from ocrc.frontend.zoo import cache_dir, file_lock
 from ocrc.runtime.errors import OcrcError
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
+CAPTCHA_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"  # as captcha's own audio set
 # Bump when a generator changes its pixels, so stale caches are not reused.
 GENERATOR_VERSION = 1
 
@@ -34,9 +35,10 @@ CLEAN_HEIGHT = 56
 CLEAN_WIDTH_STEP = 28
 CLEAN_FONT_SIZES = (26, 36)  # inclusive
 CLEAN_LENGTHS = (4, 8)  # inclusive
-# captcha: 150x60 resizes to exactly 64x160, the shape ddddocr's latency is quoted at.
-CAPTCHA_SIZE = (150, 60)
-CAPTCHA_LENGTHS = (4, 6)
+# captcha: the package's default 160x60 canvas with 4 characters (ddddocr input 64x170).
+# Longer strings overlap so much that ddddocr reads under 15% of them.
+CAPTCHA_SIZE = (160, 60)
+CAPTCHA_LENGTHS = (4, 4)
 
 
 class DatasetError(OcrcError):
@@ -68,9 +70,9 @@ DATASETS: dict[str, DatasetSpec] = {
 }
 
 
-def _random_text(rng: np.random.Generator, lengths: tuple[int, int]) -> str:
+def _random_text(rng: np.random.Generator, lengths: tuple[int, int], alphabet: str) -> str:
     n = int(rng.integers(lengths[0], lengths[1] + 1))
-    return "".join(ALPHABET[int(i)] for i in rng.integers(0, len(ALPHABET), n))
+    return "".join(alphabet[int(i)] for i in rng.integers(0, len(alphabet), n))
 
 
 def _default_font(size: int) -> ImageFont.FreeTypeFont:
@@ -103,7 +105,7 @@ def generate_clean(n: int, seed: int) -> list[Sample]:
     rng = np.random.default_rng(seed)
     samples = []
     for _ in range(n):
-        text = _random_text(rng, CLEAN_LENGTHS)
+        text = _random_text(rng, CLEAN_LENGTHS, ALPHABET)
         samples.append(Sample(render_clean(text, rng), text))
     return samples
 
@@ -147,11 +149,11 @@ def _seeded_captcha(seed: int) -> Iterator[None]:
 
 
 def generate_captcha(n: int, seed: int) -> list[Sample]:
-    """`n` captcha samples (4-6 characters of [a-z0-9], 150x60) from a seeded ImageCaptcha."""
+    """`n` captcha samples (4 characters of [A-Z0-9], 160x60) from a seeded ImageCaptcha."""
     from captcha.image import ImageCaptcha
 
     rng = np.random.default_rng(seed)
-    texts = [_random_text(rng, CAPTCHA_LENGTHS) for _ in range(n)]
+    texts = [_random_text(rng, CAPTCHA_LENGTHS, CAPTCHA_ALPHABET) for _ in range(n)]
     gen = ImageCaptcha(width=CAPTCHA_SIZE[0], height=CAPTCHA_SIZE[1])
     with _seeded_captcha(seed):
         return [Sample(gen.generate_image(t).convert("RGB"), t) for t in texts]
@@ -168,7 +170,12 @@ def generate(kind: str, n: int, seed: int) -> list[Sample]:
 
 
 def _dataset_dir(kind: str, n: int, seed: int) -> Path:
+    # Pixels depend on the generator code, Pillow (FreeType) and, for captcha, its version.
     key = f"{kind}-n{n}-seed{seed}-v{GENERATOR_VERSION}-pillow{PIL.__version__}"
+    if kind == "captcha":
+        from importlib.metadata import version
+
+        key += f"-captcha{version('captcha')}"
     return cache_dir() / "datasets" / key
 
 
