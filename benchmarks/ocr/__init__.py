@@ -10,8 +10,8 @@ from benchmarks.ocr.metrics import accuracy, agreement, cer, edit_distance
 from benchmarks.ocr.tasks import TASKS, OcrTask, ctc_greedy, ddddocr_task, ppocr_rec_task
 
 __all__ = [
-    "DATASETS", "Latency", "OcrTask", "OrtRecognizer", "Recognizer", "Sample", "Scores",
-    "TASKS", "accuracy", "agreement", "calibration_inputs", "cer", "ctc_greedy",
-    "ddddocr_task", "edit_distance", "evaluate", "generate", "load_dataset", "load_samples",
-    "measure_latency", "ppocr_rec_task", "recognize",
+    "DATASETS", "TASKS", "Latency", "OcrTask", "OrtRecognizer", "Recognizer", "Sample", "Scores",
+    "accuracy", "agreement", "calibration_inputs", "cer", "ctc_greedy", "ddddocr_task",
+    "edit_distance", "evaluate", "generate", "load_dataset", "load_samples", "measure_latency",
+    "ppocr_rec_task", "recognize",
 ]
