@@ -1,0 +1,330 @@
+"""Quantised IR ops: the golden int8 model (docs/quantization.md).
+
+Every integer op's reference semantics calls the composite functions of `ocrc.runtime.qmath`
+(the VM compiles the same ones), so the VM is bit-exact with the interpreter by construction.
+Scales never appear in types: zero points, clamps and scalar multipliers are int attributes;
+per-channel multipliers/shifts, biases and tables are i32/i8 constant operands. Only
+`quantize`/`dequantize` (the graph edges) touch floats.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ocrc.compiler.ir.opdef import AttrDef, Attrs, defop
+from ocrc.compiler.ir.ops.elementwise import broadcast_shape
+from ocrc.compiler.ir.ops.nn import WINDOW_ATTRS, _check_window, window_out
+from ocrc.compiler.ir.ops.pool import POOL_ATTRS, _pool_geometry
+from ocrc.compiler.ir.types import DType, TensorType
+from ocrc.runtime import qmath
+
+I8_RANGE = {"lo": AttrDef("int", qmath.INT8_MIN), "hi": AttrDef("int", qmath.INT8_MAX)}
+MAX_K = 32768  # reduction length bound that keeps the int32 accumulator exact (docs §3)
+BIAS_MAX = 2**30  # |bias| bound of the same argument
+
+
+def _t(types: Sequence[TensorType | None], i: int) -> TensorType:
+    t = types[i]
+    assert t is not None
+    return t
+
+
+def _want(t: TensorType | None, dtype: DType, what: str,
+          shape: tuple[int, ...] | None = None) -> None:
+    if t is None:
+        raise ValueError(f"{what} is required")
+    if t.dtype != dtype:
+        raise ValueError(f"{what} must be {dtype.value}, got {t}")
+    if shape is not None and t.shape != shape:
+        raise ValueError(f"{what} must be {dtype.value}{list(shape)}, got {t}")
+
+
+def _check_clamp(attrs: Attrs) -> None:
+    if not qmath.INT8_MIN <= attrs["lo"] <= attrs["hi"] <= qmath.INT8_MAX:
+        raise ValueError(f"clamp [lo, hi] = [{attrs['lo']}, {attrs['hi']}] must be inside "
+                         "[-128, 127] with lo <= hi")
+    for key in ("x_zp", "y_zp", "a_zp", "b_zp"):
+        if key in attrs and not qmath.INT8_MIN <= attrs[key] <= qmath.INT8_MAX:
+            raise ValueError(f"zero point {key} = {attrs[key]} is outside [-128, 127]")
+
+
+def _check_mult(mult: int, shift: int, what: str) -> None:
+    if not (0 <= mult < 2**31 and 1 <= shift <= qmath.MAX_SHIFT):
+        raise ValueError(f"{what} multiplier ({mult}, {shift}) needs 0 <= mult < 2**31 and "
+                         f"1 <= shift <= {qmath.MAX_SHIFT}")
+
+
+def _i8(a: np.ndarray) -> np.ndarray:
+    return np.asarray(a).astype(np.int8)
+
+
+# --- edges -------------------------------------------------------------------------------------
+def _infer_quantize(types: Sequence[TensorType | None], attrs: Attrs) -> list[TensorType]:
+    x = _t(types, 0)
+    if not x.dtype.is_float:
+        raise ValueError(f"quantize needs a float input, got {x}")
+    if not attrs["scale"] > 0:
+        raise ValueError(f"scale must be > 0, got {attrs['scale']}")
+    _check_clamp({"lo": -128, "hi": 127, "y_zp": attrs["zp"]})
+    return [TensorType(DType.I8, x.shape)]
+
+
+QUANTIZE = defop(
+    "quantize", ("x",), _infer_quantize,
+    lambda xs, a: [_i8(qmath.quantize_ref(xs[0], a["scale"], a["zp"]))],
+    "float -> int8: clamp(rint(x / scale) + zp, -128, 127) (half to even; a graph input edge).",
+    attrs={"scale": AttrDef("float"), "zp": AttrDef("int", 0)}, traits=("quant_edge",))
+
+
+def _infer_dequantize(types: Sequence[TensorType | None], attrs: Attrs) -> list[TensorType]:
+    x = _t(types, 0)
+    if x.dtype not in (DType.I8, DType.I16, DType.I32):
+        raise ValueError(f"dequantize needs an int8/16/32 input, got {x}")
+    return [TensorType(DType.F32, x.shape)]
+
+
+DEQUANTIZE = defop(
+    "dequantize", ("x",), _infer_dequantize,
+    lambda xs, a: [qmath.dequantize_ref(xs[0], a["scale"], a["zp"])],
+    "int -> float32: (x - zp) * scale (a graph output edge).",
+    attrs={"scale": AttrDef("float"), "zp": AttrDef("int", 0)}, traits=("quant_edge",))
+
+
+# --- qconv / qdense -------------------------------------------------------------------------
+def _check_requant_operands(types: Sequence[TensorType | None], m: int, k: int) -> None:
+    _want(types[1], DType.I8, "weight w")
+    _want(types[2], DType.I32, "bias", (m,))
+    _want(types[3], DType.I32, "mult", (m,))
+    _want(types[4], DType.I32, "shift", (m,))
+    if k > MAX_K:
+        raise ValueError(f"reduction length K = {k} exceeds MAX_K = {MAX_K}: the int32 "
+                         "accumulator could overflow (split the layer)")
+
+
+def _infer_qconv(types: Sequence[TensorType | None], attrs: Attrs) -> list[TensorType]:
+    x, w = _t(types, 0), _t(types, 1)
+    _want(x, DType.I8, "input x")
+    if x.rank != 4 or w.rank != 4:
+        raise ValueError(f"qconv needs 4-D x and w, got {x} and {w}")
+    _check_window(attrs)
+    _check_clamp(attrs)
+    g = attrs["group"]
+    n, c, h, wd = x.shape
+    m, cg, kh, kw = w.shape
+    if g < 1 or c != cg * g or m % g:
+        raise ValueError(f"group {g}: x has {c} channels, w is {list(w.shape)}")
+    _check_requant_operands(types, m, cg * kh * kw)
+    (sh, sw), (pt, pl, pb, pr), (dh, dw) = attrs["strides"], attrs["pads"], attrs["dilations"]
+    return [TensorType(DType.I8, (n, m, window_out(h, kh, sh, pt, pb, dh),
+                                  window_out(wd, kw, sw, pl, pr, dw)))]
+
+
+def _ref_qconv(xs: Sequence[np.ndarray | None], a: Attrs) -> list[np.ndarray]:
+    x, w, b, mult, shift = xs
+    y = qmath.conv_ref(x, w, b, mult, shift, a["x_zp"], a["y_zp"], a["lo"], a["hi"],
+                       tuple(a["strides"]), tuple(a["pads"]), tuple(a["dilations"]), a["group"])
+    return [_i8(y)]
+
+
+_ZP_ATTRS = {"x_zp": AttrDef("int", 0), "y_zp": AttrDef("int", 0)}
+QCONV = defop(
+    "qconv", ("x", "w", "bias", "mult", "shift"), _infer_qconv, _ref_qconv,
+    "int8 conv: acc = bias + sum w * (x - x_zp) (padding adds 0); "
+    "y = clamp(mul_round_shift(acc, mult[c], shift[c]) + y_zp, lo, hi).",
+    attrs={**WINDOW_ATTRS, "group": AttrDef("int", 1), **_ZP_ATTRS, **I8_RANGE},
+    traits=("mac", "quantized"))
+
+
+def _infer_qdense(types: Sequence[TensorType | None], attrs: Attrs) -> list[TensorType]:
+    x, w = _t(types, 0), _t(types, 1)
+    _want(x, DType.I8, "input x")
+    if w.rank != 2 or x.rank < 1 or x.shape[-1] != w.shape[1]:
+        raise ValueError(f"qdense needs x[..., K] and w[N, K], got {x} and {w}")
+    _check_clamp(attrs)
+    _check_requant_operands(types, w.shape[0], w.shape[1])
+    return [TensorType(DType.I8, x.shape[:-1] + (w.shape[0],))]
+
+
+def _ref_qdense(xs: Sequence[np.ndarray | None], a: Attrs) -> list[np.ndarray]:
+    x, w, b, mult, shift = xs
+    return [_i8(qmath.dense_ref(x, w, b, mult, shift, a["x_zp"], a["y_zp"], a["lo"], a["hi"]))]
+
+
+QDENSE = defop(
+    "qdense", ("x", "w", "bias", "mult", "shift"), _infer_qdense, _ref_qdense,
+    "int8 dense: acc = bias + (x - x_zp) @ w.T; "
+    "y = clamp(mul_round_shift(acc, mult[c], shift[c]) + y_zp, lo, hi).",
+    attrs={**_ZP_ATTRS, **I8_RANGE}, traits=("mac", "quantized"))
+
+
+# --- elementwise -------------------------------------------------------------------------------
+def _infer_lut(types: Sequence[TensorType | None], attrs: Attrs) -> list[TensorType]:
+    x = _t(types, 0)
+    _want(x, DType.I8, "input x")
+    _want(types[1], DType.I8, "table", (256,))
+    return [x]
+
+
+LUT = defop(
+    "lut", ("x", "table"), _infer_lut,
+    lambda xs, a: [_i8(qmath.lut_ref(np.asarray(xs[0], np.int64), xs[1]))],
+    "int8 table activation: y = table[x + 128] (table: a 256-entry int8 constant).",
+    traits=("quantized", "elementwise"))
+
+
+def _infer_rescale(types: Sequence[TensorType | None], attrs: Attrs) -> list[TensorType]:
+    x = _t(types, 0)
+    _want(x, DType.I8, "input x")
+    _check_clamp(attrs)
+    _check_mult(attrs["mult"], attrs["shift"], "rescale")
+    return [x]
+
+
+RESCALE = defop(
+    "rescale", ("x",), _infer_rescale,
+    lambda xs, a: [_i8(qmath.rescale_ref(np.asarray(xs[0], np.int64), a["x_zp"], a["mult"],
+                                         a["shift"], a["y_zp"], a["lo"], a["hi"]))],
+    "int8 -> int8 requantisation: clamp(mul_round_shift(x - x_zp, mult, shift) + y_zp, lo, hi).",
+    attrs={**_ZP_ATTRS, "mult": AttrDef("int"), "shift": AttrDef("int"), **I8_RANGE},
+    traits=("quantized", "elementwise"))
+
+
+def _infer_qbinary(types: Sequence[TensorType | None], attrs: Attrs) -> list[TensorType]:
+    a, b = _t(types, 0), _t(types, 1)
+    _want(a, DType.I8, "operand a")
+    _want(b, DType.I8, "operand b")
+    _check_clamp(attrs)
+    for p in ("a_", "b_", ""):
+        if f"{p}mult" in attrs:
+            _check_mult(attrs[f"{p}mult"], attrs[f"{p}shift"], f"{p or 'product '}")
+    return [TensorType(DType.I8, broadcast_shape(a.shape, b.shape))]
+
+
+def _ref_qadd(xs: Sequence[np.ndarray | None], a: Attrs) -> list[np.ndarray]:
+    xa, xb = (np.asarray(v, np.int64) for v in xs)
+    return [_i8(qmath.add_ref(xa, a["a_zp"], a["a_mult"], a["a_shift"], xb, a["b_zp"],
+                              a["b_mult"], a["b_shift"], a["y_zp"], a["lo"], a["hi"]))]
+
+
+QADD = defop(
+    "qadd", ("a", "b"), _infer_qbinary, _ref_qadd,
+    "int8 add, broadcasting: ta = mul_round_shift(a - a_zp, a_mult, a_shift), tb likewise "
+    "(multipliers carry 2**8); y = clamp(mul_round_shift(ta + tb, 1, 8) + y_zp, lo, hi).",
+    attrs={"a_zp": AttrDef("int", 0), "a_mult": AttrDef("int"), "a_shift": AttrDef("int"),
+           "b_zp": AttrDef("int", 0), "b_mult": AttrDef("int"), "b_shift": AttrDef("int"),
+           "y_zp": AttrDef("int", 0), **I8_RANGE},
+    traits=("quantized", "elementwise", "binary"))
+
+
+def _ref_qmul(xs: Sequence[np.ndarray | None], a: Attrs) -> list[np.ndarray]:
+    xa, xb = (np.asarray(v, np.int64) for v in xs)
+    return [_i8(qmath.mul_ref(xa, a["a_zp"], xb, a["b_zp"], a["mult"], a["shift"], a["y_zp"],
+                              a["lo"], a["hi"]))]
+
+
+QMUL = defop(
+    "qmul", ("a", "b"), _infer_qbinary, _ref_qmul,
+    "int8 multiply, broadcasting: "
+    "y = clamp(mul_round_shift((a - a_zp) * (b - b_zp), mult, shift) + y_zp, lo, hi).",
+    attrs={"a_zp": AttrDef("int", 0), "b_zp": AttrDef("int", 0), "mult": AttrDef("int"),
+           "shift": AttrDef("int"), "y_zp": AttrDef("int", 0), **I8_RANGE},
+    traits=("quantized", "elementwise", "binary"))
+
+
+# --- concat ------------------------------------------------------------------------------------
+def _infer_qconcat(types: Sequence[TensorType | None], attrs: Attrs) -> list[TensorType]:
+    xs = [_t(types, i) for i in range(len(types))]
+    n = len(xs)
+    for key in ("x_zps", "mults", "shifts"):
+        if len(attrs[key]) != n:
+            raise ValueError(f"attr '{key}' needs {n} ints (one per operand), "
+                             f"got {list(attrs[key])}")
+    for i, (m, s) in enumerate(zip(attrs["mults"], attrs["shifts"])):
+        _check_mult(m, s, f"operand {i}")
+    for t in xs:
+        _want(t, DType.I8, "every operand")
+    rank = xs[0].rank
+    ax = attrs["axis"] % rank if -rank <= attrs["axis"] < rank else -1
+    if ax < 0:
+        raise ValueError(f"axis {attrs['axis']} is out of range for rank {rank}")
+    rest = {t.shape[:ax] + t.shape[ax + 1:] for t in xs}
+    if len(rest) != 1 or any(t.rank != rank for t in xs):
+        raise ValueError(f"operands differ outside axis {ax}: {[str(t) for t in xs]}")
+    return [TensorType(DType.I8, xs[0].shape[:ax] + (sum(t.shape[ax] for t in xs),)
+                       + xs[0].shape[ax + 1:])]
+
+
+def _ref_qconcat(xs: Sequence[np.ndarray | None], a: Attrs) -> list[np.ndarray]:
+    parts = [qmath.rescale_ref(np.asarray(x, np.int64), zx, m, s, a["y_zp"], qmath.INT8_MIN,
+                               qmath.INT8_MAX)
+             for x, zx, m, s in zip(xs, a["x_zps"], a["mults"], a["shifts"])]
+    return [_i8(np.concatenate(parts, axis=a["axis"]))]
+
+
+QCONCAT = defop(
+    "qconcat", ("xs*",), _infer_qconcat, _ref_qconcat,
+    "int8 concat along `axis`; operand i is first rescaled to the output's zero point: "
+    "clamp(mul_round_shift(x_i - x_zps[i], mults[i], shifts[i]) + y_zp, -128, 127).",
+    attrs={"axis": AttrDef("int"), "x_zps": AttrDef("ints"), "mults": AttrDef("ints"),
+           "shifts": AttrDef("ints"), "y_zp": AttrDef("int", 0)},
+    traits=("quantized",))
+
+
+# --- pools -------------------------------------------------------------------------------------
+def _ceil_pads(x: np.ndarray, a: Attrs) -> tuple[int, int, int, int]:
+    """Explicit pads plus the ceil_mode overhang (bottom/right), as one pads tuple."""
+    oh, ow = _pool_geometry(TensorType.of(x), a)
+    (kh, kw), (sh, sw) = a["kernel_shape"], a["strides"]
+    pt, pl, pb, pr = a["pads"]
+    eh = max(0, (oh - 1) * sh + kh - (x.shape[2] + pt + pb))
+    ew = max(0, (ow - 1) * sw + kw - (x.shape[3] + pl + pr))
+    return pt, pl, pb + eh, pr + ew
+
+
+def _infer_qpool(types: Sequence[TensorType | None], attrs: Attrs) -> list[TensorType]:
+    x = _t(types, 0)
+    _want(x, DType.I8, "input x")
+    if tuple(attrs["dilations"]) != (1, 1):
+        raise ValueError(f"dilated pooling is not supported, got {list(attrs['dilations'])}")
+    oh, ow = _pool_geometry(x, attrs)
+    _check_clamp(attrs)
+    if len(types) > 1:  # average pool: one (mult, shift) per window count 0..area
+        area = attrs["kernel_shape"][0] * attrs["kernel_shape"][1]
+        _want(types[1], DType.I32, "mult", (area + 1,))
+        _want(types[2], DType.I32, "shift", (area + 1,))
+        if attrs["ceil_mode"] and attrs["count_include_pad"]:
+            raise ValueError("ceil_mode with count_include_pad is not supported")
+    return [TensorType(DType.I8, x.shape[:2] + (oh, ow))]
+
+
+def _ref_qmax_pool(xs: Sequence[np.ndarray | None], a: Attrs) -> list[np.ndarray]:
+    x = xs[0]
+    assert x is not None
+    y = qmath.maxpool_ref(x, tuple(a["kernel_shape"]), tuple(a["strides"]), _ceil_pads(x, a),
+                          a["lo"], a["hi"])
+    return [_i8(y)]
+
+
+QMAX_POOL = defop(
+    "qmax_pool", ("x",), _infer_qpool, _ref_qmax_pool,
+    "int8 max pool (padding never wins), then clamp(., lo, hi); same scale in and out.",
+    attrs={**POOL_ATTRS, **I8_RANGE}, traits=("quantized", "pool"))
+
+
+def _ref_qavg_pool(xs: Sequence[np.ndarray | None], a: Attrs) -> list[np.ndarray]:
+    x, mult, shift = xs
+    assert x is not None and mult is not None and shift is not None
+    y = qmath.avgpool_ref(x, tuple(a["kernel_shape"]), tuple(a["strides"]), _ceil_pads(x, a),
+                          a["x_zp"], a["y_zp"], mult, shift, bool(a["count_include_pad"]),
+                          a["lo"], a["hi"])
+    return [_i8(y)]
+
+
+QAVG_POOL = defop(
+    "qavg_pool", ("x", "mult", "shift"), _infer_qpool, _ref_qavg_pool,
+    "int8 average pool: s = sum of (x - x_zp) over the window (pads add 0), c = the window's "
+    "element count; y = clamp(mul_round_shift(s, mult[c], shift[c]) + y_zp, lo, hi).",
+    attrs={**POOL_ATTRS, "count_include_pad": AttrDef("int", 0), **_ZP_ATTRS, **I8_RANGE},
+    traits=("quantized", "pool"))

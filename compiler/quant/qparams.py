@@ -1,0 +1,119 @@
+"""Compile-time construction of quantisation constants (docs/quantization.md §1-§4).
+
+Activation (scale, zero point) from a calibrated range, per-channel symmetric int8 weights,
+int32 biases, (mult, shift) pairs through `qmath.quantize_multiplier`, and the lookup tables
+of `lut` and `qlstm`. Float64 here is fine: these numbers become constants of the int8 IR;
+the run-time arithmetic is integer only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from ocrc.compiler.ir.ops.quant import BIAS_MAX
+from ocrc.runtime import qmath
+from ocrc.runtime.errors import OcrcError
+
+ADD_FRAC = qmath.ADD_FRAC_BITS
+
+
+class QuantizeError(OcrcError):
+    """A layer or tensor the int8 quantiser cannot represent (names the layer)."""
+
+
+@dataclass(frozen=True)
+class QParams:
+    """Affine int8 parameters of one activation tensor: real = scale * (q - zp)."""
+
+    scale: float
+    zp: int
+
+    def quantize(self, x: np.ndarray) -> np.ndarray:
+        return qmath.quantize_ref(x, self.scale, self.zp).astype(np.int8)
+
+    def dequantize(self, q: np.ndarray) -> np.ndarray:
+        return qmath.dequantize_ref(q, self.scale, self.zp)
+
+    def clamp_of(self, lo: float | None, hi: float | None) -> tuple[int, int]:
+        """The int8 clamp [lo_q, hi_q] of a real clamp [lo, hi] (None: unbounded)."""
+        qlo = qmath.INT8_MIN if lo is None else max(qmath.INT8_MIN,
+                                                   self.zp + int(np.rint(lo / self.scale)))
+        qhi = qmath.INT8_MAX if hi is None else min(qmath.INT8_MAX,
+                                                   self.zp + int(np.rint(hi / self.scale)))
+        return qlo, max(qlo, qhi)
+
+
+def qparams_from_range(lo: float, hi: float) -> QParams:
+    """Asymmetric int8 parameters covering [min(lo, 0), max(hi, 0)] (0 exactly representable)."""
+    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise QuantizeError(f"cannot quantise a non-finite range [{lo}, {hi}]")
+    if hi - lo < 1e-8:  # an all-zero tensor: any scale represents it
+        return QParams(1e-8 / 255, 0)
+    scale = (hi - lo) / 255.0
+    zp = int(np.clip(np.rint(-128.0 - lo / scale), qmath.INT8_MIN, qmath.INT8_MAX))
+    return QParams(float(np.float32(scale)), zp)
+
+
+def symmetric_qparams(amax: float) -> QParams:
+    """Symmetric int8 parameters (zp 0) covering [-amax, amax]."""
+    return QParams(float(np.float32(max(float(amax), 1e-8) / 127.0)), 0)
+
+
+def quantize_weights(w: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel symmetric int8: (w_q in [-127, 127], scales[c]); an all-zero channel gets 1."""
+    w = np.asarray(w, np.float64)
+    red = tuple(i for i in range(w.ndim) if i != axis)
+    amax = np.max(np.abs(w), axis=red) if red else np.abs(w)
+    scale = np.where(amax > 0, amax / 127.0, 1.0)
+    shape = [1] * w.ndim
+    shape[axis] = -1
+    q = np.clip(np.rint(w / scale.reshape(shape)), -127, 127).astype(np.int8)
+    return q, scale
+
+
+def quantize_bias(b: np.ndarray | None, acc_scale: np.ndarray, n: int) -> np.ndarray:
+    """int32 bias at the accumulator scale s_x * s_w[c], saturated to +-2**30 (docs §3)."""
+    if b is None:
+        return np.zeros(n, np.int32)
+    q = np.rint(np.asarray(b, np.float64) / acc_scale)
+    return np.clip(q, -BIAS_MAX, BIAS_MAX).astype(np.int32)
+
+
+def multiplier(real: float, where: str) -> tuple[int, int]:
+    """(mult, shift) for a positive real multiplier; QuantizeError naming `where` if it does
+    not fit the representable range."""
+    try:
+        return qmath.quantize_multiplier(float(real))
+    except OcrcError as e:
+        raise QuantizeError(f"{where}: {e}") from None
+
+
+def multipliers(reals: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """Vectorised `multiplier`: int32 arrays (mult, shift)."""
+    pairs = [multiplier(r, where) for r in np.asarray(reals, np.float64).reshape(-1)]
+    mult = np.array([p[0] for p in pairs], np.int32).reshape(np.shape(reals))
+    shift = np.array([p[1] for p in pairs], np.int32).reshape(np.shape(reals))
+    return mult, shift
+
+
+def build_lut(fn: Callable[[np.ndarray], np.ndarray], qin: QParams, qout: QParams) -> np.ndarray:
+    """The 256-entry int8 table of y = fn(x): table[i] = quantize(fn(dequantize(i - 128)))."""
+    q = np.arange(-128, 128, dtype=np.int64)
+    x = qin.scale * (q - qin.zp)
+    y = np.asarray(fn(x.astype(np.float32)), np.float64)
+    return np.clip(np.rint(y / qout.scale) + qout.zp, -128, 127).astype(np.int8)
+
+
+def gate_table(fn: Callable[[np.ndarray], np.ndarray], scale: float) -> np.ndarray:
+    """A Q0.15 int16 LSTM table: T[i] = clamp(rint(32768 * fn(scale * (i - 128))), +-32767)."""
+    x = scale * np.arange(-128, 128, dtype=np.float64)
+    return np.clip(np.rint(32768.0 * fn(x)), -32767, 32767).astype(np.int16)
+
+
+def sigmoid64(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(x, np.float64)))

@@ -1,0 +1,371 @@
+"""The int8 rewrite: a calibrated float graph -> the quantised graph (golden int8 model).
+
+`prepare(g)` splits what must be observed separately (table activations out of conv/dense
+epilogues, fused residuals); `calibrate` observes the prepared graph; `quantize_graph` then
+walks it in order and emits for every float op its quantised op with explicit constants:
+`quantize` after the inputs, `dequantize` before the outputs, and an optional float tail of
+ops (softmax) after the output dequantise. Rules per op are in docs/quantization.md §3-§4.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ocrc.compiler.ir.graph import Builder, Graph, Node, Value
+from ocrc.compiler.ir.opdef import OPS
+from ocrc.compiler.ir.ops.elementwise import ACTIVATIONS, ACTIVATION_OPS
+from ocrc.compiler.ir.ops.quant import MAX_K
+from ocrc.compiler.quant.calibrate import CalibTable
+from ocrc.compiler.quant.lower_lstm import emit_qlstm
+from ocrc.compiler.quant.qparams import (ADD_FRAC, QParams, QuantizeError, build_lut,
+                                         multiplier, multipliers, qparams_from_range,
+                                         quantize_bias, quantize_weights)
+
+CLAMP_ACTS = ("none", "relu", "clip")
+# Ops that move int8 data unchanged: same scale and zero point in and out.
+PASS_THROUGH = ("reshape", "transpose", "slice", "split", "expand", "tile", "gather", "pad",
+                "squeeze", "unsqueeze", "flatten", "identity")
+FLOAT_TAIL = ("softmax", "log_softmax", "cast")
+UNARY_FNS = {"neg": np.negative, "abs": np.abs, "exp": np.exp, "sqrt": np.sqrt, "erf": None}
+
+
+@dataclass
+class QuantResult:
+    """The quantised graph and, for every float value that got an int8 counterpart, that
+    value and its parameters (the per-layer report reads them)."""
+
+    graph: Graph
+    qvalue: dict[str, Value] = field(default_factory=dict)
+    qparams: dict[str, QParams] = field(default_factory=dict)
+    layers: list[tuple[str, str]] = field(default_factory=list)  # (float value, layer name)
+
+
+# --- prepare ---------------------------------------------------------------------------------
+def prepare(g: Graph) -> Graph:
+    """Split conv/dense epilogues the int8 ops cannot fuse: a residual becomes an `add`, an
+    activation that is not a clamp becomes its own op. Float semantics are unchanged."""
+    b = Builder(Graph(list(g.inputs), [], list(g.outputs), g.name))
+    for n in g.nodes:
+        if "epilogue" not in n.op.traits:
+            b.graph.nodes.append(n)
+            continue
+        act, res = n.attr("act"), n.operand("res")
+        if res is None and act in CLAMP_ACTS:
+            b.graph.nodes.append(n)
+            continue
+        if act == "prelu":
+            raise QuantizeError(f"{n.label()}: a fused prelu cannot be quantised")
+        out = n.output
+        keep_act = act in CLAMP_ACTS and res is None
+        attrs = {k: v for k, v in n.attrs.items() if k not in ("act", "act_params")}
+        inputs = list(n.inputs[:3])
+        y = b.emit(n.op, inputs, attrs, n.name, (f"{out.name}.conv",))[0]
+        if res is not None:
+            last = act == "none"
+            y = b.op("add", y, res, name=n.name, out_name=out.name if last else f"{out.name}.res")
+            if last:
+                _rebind(b.graph, y, out)
+                continue
+        if not keep_act:
+            params = dict(zip((p for p, _ in ACTIVATIONS[act].params), n.attr("act_params")))
+            y = b.op(act, y, name=n.name, out_name=out.name, **params)
+        _rebind(b.graph, y, out)
+    return b.graph
+
+
+def _rebind(g: Graph, new: Value, old: Value) -> None:
+    """Make the last node produce `old` (so users and outputs keep their Value)."""
+    last = g.nodes[-1]
+    assert last.outputs == (new,)
+    g.nodes[-1] = Node(last.op, last.inputs, last.attrs, (old,), last.name)
+
+
+# --- quantize --------------------------------------------------------------------------------
+class _Q:
+    """The state of one quantize_graph run."""
+
+    def __init__(self, g: Graph, table: CalibTable, method: str, percentile: float) -> None:
+        self.g, self.table, self.method, self.percentile = g, table, method, percentile
+        self.b = Builder(Graph([], [], [], g.name))
+        self.res = QuantResult(self.b.graph)
+        self.consts = {n.outputs[0]: n.attrs["value"] for n in g.nodes if n.op.name == "const"}
+        self.env: dict[Value, Value] = {}  # float value -> int8 value
+        self.fenv: dict[Value, Value] = {}  # float value -> float value in the new graph
+        self.outputs = set(g.outputs)
+
+    # parameters --------------------------------------------------------------------------
+    def qp(self, v: Value) -> QParams:
+        if v.name in self.res.qparams:
+            return self.res.qparams[v.name]
+        ob = self.table.observers.get(v.name)
+        if ob is None or ob.empty:
+            raise QuantizeError(f"value %{v.name} was not calibrated (no observer); run "
+                                "calibration on the prepared graph")
+        method = "minmax" if v in self.outputs else self.method
+        qp = qparams_from_range(*ob.choose_range(method, self.percentile))
+        self.res.qparams[v.name] = qp
+        return qp
+
+    def bind(self, fv: Value, qv: Value, qp: QParams, layer: str) -> None:
+        qv.name = fv.name
+        self.env[fv] = qv
+        self.res.qvalue[fv.name] = qv
+        self.res.qparams[fv.name] = qp
+        self.res.layers.append((fv.name, layer))
+
+    def q(self, fv: Value, n: Node) -> Value:
+        if fv in self.env:
+            return self.env[fv]
+        if fv in self.consts:  # a constant activation operand: quantise it per tensor
+            arr = self.consts[fv]
+            qp = qparams_from_range(float(arr.min()), float(arr.max()))
+            self.res.qparams[fv.name] = qp
+            qv = self.b.const(qp.quantize(arr), name=fv.name)
+            self.env[fv] = qv
+            return qv
+        raise QuantizeError(f"{n.label()}: operand %{fv.name} has no int8 form")
+
+    def carry(self, v: Value | None, n: Node) -> Value | None:
+        """A non-activation constant operand (gather indices), copied into the new graph."""
+        if v is None:
+            return None
+        if v not in self.fenv:
+            arr = self.const(v, n, "operand")
+            assert arr is not None
+            self.fenv[v] = self.b.const(arr, name=v.name)
+        return self.fenv[v]
+
+    def const(self, v: Value | None, n: Node, what: str) -> np.ndarray | None:
+        if v is None:
+            return None
+        if v not in self.consts:
+            raise QuantizeError(f"{n.label()}: the {what} must be a constant to be quantised")
+        return np.asarray(self.consts[v])
+
+    # ops -----------------------------------------------------------------------------------
+    def mac(self, n: Node) -> None:
+        """conv, dense, matmul with a constant right operand -> qconv / qdense."""
+        x = n.inputs[0]
+        assert x is not None
+        if n.op.name == "matmul":
+            b = self.const(n.inputs[1], n, "right operand")
+            assert b is not None
+            if b.ndim != 2:
+                raise QuantizeError(f"{n.label()}: matmul by a {b.ndim}-D constant")
+            w, bias, act, params = b.T, None, "none", ()
+        else:
+            w = self.const(n.operand("w"), n, "weight")
+            bias = self.const(n.operand("b"), n, "bias")
+            act, params = n.attr("act"), n.attr("act_params")
+        assert w is not None
+        k = int(np.prod(w.shape[1:]))
+        if k > MAX_K:
+            raise QuantizeError(f"{n.label()}: reduction length {k} exceeds MAX_K = {MAX_K}")
+        qx, qpx = self.q(x, n), self.qp(x)
+        out = n.outputs[0]
+        qpy = self.qp(out)
+        wq, sw = quantize_weights(w, axis=0)
+        acc_scale = qpx.scale * sw
+        bq = quantize_bias(bias, acc_scale, w.shape[0])
+        mult, shift = multipliers(acc_scale / qpy.scale, n.label())
+        lo, hi = _act_clamp(act, params, qpy, n)
+        consts = [self.b.const(wq, f"{out.name}.w"), self.b.const(bq, f"{out.name}.bias"),
+                  self.b.const(mult, f"{out.name}.mult"), self.b.const(shift, f"{out.name}.shift")]
+        attrs: dict[str, Any] = {"x_zp": qpx.zp, "y_zp": qpy.zp, "lo": lo, "hi": hi}
+        if n.op.name == "conv":
+            for key in ("strides", "pads", "dilations", "group"):
+                attrs[key] = n.attr(key)
+            y = self.b.op("qconv", qx, *consts, name=n.name, **attrs)
+        else:
+            y = self.b.op("qdense", qx, *consts, name=n.name, **attrs)
+        self.bind(out, y, qpy, n.name)
+
+    def lut(self, n: Node, fn: Any) -> None:
+        x = next(v for v in n.inputs if v is not None and v not in self.consts)
+        qpx, out = self.qp(x), n.outputs[0]
+        qpy = self.qp(out)
+        table = build_lut(fn, qpx, qpy)
+        y = self.b.op("lut", self.q(x, n), self.b.const(table, f"{out.name}.table"), name=n.name)
+        self.bind(out, y, qpy, n.name)
+
+    def binary(self, n: Node) -> None:
+        a, c = n.inputs
+        assert a is not None and c is not None
+        ca, cc = self.consts.get(a), self.consts.get(c)
+        if ca is not None and cc is not None:
+            raise QuantizeError(f"{n.label()}: both operands are constants (fold them first)")
+        scalar = cc if cc is not None and cc.size == 1 else (
+            ca if ca is not None and ca.size == 1 else None)
+        if scalar is not None:  # a function of one tensor: a table
+            s = np.float32(scalar.reshape(()))
+            first = ca is None
+            ref = OPS[n.op.name].ref
+            self.lut(n, lambda x: ref([x, s] if first else [s, x], {})[0])
+            return
+        out = n.outputs[0]
+        qpy = self.qp(out)
+        qa, qc = self.q(a, n), self.q(c, n)
+        qpa, qpc = self.res.qparams[a.name], self.res.qparams[c.name]
+        if n.op.name == "add":
+            ma, sa = multiplier(qpa.scale / qpy.scale * 2**ADD_FRAC, n.label())
+            mc, sc = multiplier(qpc.scale / qpy.scale * 2**ADD_FRAC, n.label())
+            y = self.b.op("qadd", qa, qc, name=n.name, a_zp=qpa.zp, a_mult=ma, a_shift=sa,
+                          b_zp=qpc.zp, b_mult=mc, b_shift=sc, y_zp=qpy.zp)
+        elif n.op.name == "mul":
+            m, s = multiplier(qpa.scale * qpc.scale / qpy.scale, n.label())
+            y = self.b.op("qmul", qa, qc, name=n.name, a_zp=qpa.zp, b_zp=qpc.zp, mult=m, shift=s,
+                          y_zp=qpy.zp)
+        else:
+            raise QuantizeError(f"{n.label()}: '{n.op.name}' of two tensors has no int8 form")
+        self.bind(out, y, qpy, n.name)
+
+    def concat(self, n: Node) -> None:
+        out = n.outputs[0]
+        qpy = self.qp(out)
+        xs = [self.q(v, n) for v in n.inputs if v is not None]
+        qps = [self.res.qparams[v.name] for v in n.inputs if v is not None]
+        ms = [multiplier(p.scale / qpy.scale, n.label()) for p in qps]
+        y = self.b.op("qconcat", *xs, name=n.name, axis=n.attr("axis"),
+                      x_zps=[p.zp for p in qps], mults=[m for m, _ in ms],
+                      shifts=[s for _, s in ms], y_zp=qpy.zp)
+        self.bind(out, y, qpy, n.name)
+
+    def pool(self, n: Node) -> None:
+        x, out = n.inputs[0], n.outputs[0]
+        assert x is not None
+        qx, qpx = self.q(x, n), self.qp(x)
+        attrs = {k: n.attr(k) for k in ("kernel_shape", "strides", "pads", "ceil_mode")
+                 } if n.op.name in ("max_pool", "avg_pool") else {
+                     "kernel_shape": list(x.type.shape[2:])}
+        if n.op.name in ("max_pool", "global_max_pool"):
+            y = self.b.op("qmax_pool", qx, name=n.name, **attrs)
+            self.bind(out, y, qpx, n.name)
+            return
+        qpy = self.qp(out)
+        kh, kw = attrs["kernel_shape"]
+        cip = n.attr("count_include_pad") if n.op.name == "avg_pool" else 0
+        ratio = qpx.scale / qpy.scale
+        m, s = multipliers(np.array([ratio] + [ratio / c for c in range(1, kh * kw + 1)]),
+                           n.label())
+        m[0], s[0] = 0, 1  # count 0 never occurs
+        y = self.b.op("qavg_pool", qx, self.b.const(m, f"{out.name}.mult"),
+                      self.b.const(s, f"{out.name}.shift"), name=n.name, x_zp=qpx.zp,
+                      y_zp=qpy.zp, count_include_pad=cip, **attrs)
+        self.bind(out, y, qpy, n.name)
+
+    def pass_through(self, n: Node) -> None:
+        x = n.inputs[0]
+        assert x is not None
+        qx, qpx = self.q(x, n), self.qp(x)
+        attrs = dict(n.attrs)
+        if n.op.name == "pad":
+            attrs["value"] = float(qpx.zp + np.rint(n.attr("value") / qpx.scale))
+        outs = self.b.emit(n.op, [qx] + [self.carry(v, n) for v in n.inputs[1:]], attrs, n.name)
+        for fv, qv in zip(n.outputs, outs):
+            self.bind(fv, qv, qpx, n.name)
+
+
+def _act_clamp(act: str, params: tuple[float, ...], qp: QParams, n: Node) -> tuple[int, int]:
+    if act == "none":
+        return -128, 127
+    if act == "relu":
+        return qp.clamp_of(0.0, None)
+    if act == "clip":
+        return qp.clamp_of(*params)
+    raise QuantizeError(f"{n.label()}: act '{act}' cannot be a clamp (prepare() splits it)")
+
+
+def _is_unary_fn(n: Node, consts: dict[Value, np.ndarray]) -> bool:
+    """An elementwise op of one tensor (plus scalar constants): it can become a table."""
+    if "activation" in n.op.traits and n.op.name != "prelu":
+        return True
+    if "binary" in n.op.traits and n.op.name in ("add", "sub", "mul", "div", "max", "min"):
+        vs = [v for v in n.inputs if v is not None]
+        nconst = [v for v in vs if v in consts and consts[v].size == 1]
+        return len(nconst) == 1 and len(vs) == 2
+    return False
+
+
+def quantize_graph(g: Graph, table: CalibTable, method: str = "minmax",
+                   percentile: float = 99.99) -> QuantResult:
+    """The int8 graph of a prepared, calibrated float graph (see module docstring)."""
+    st = _Q(g, table, method, percentile)
+    tail = _float_tail(g)
+    for v in g.inputs:
+        x = st.b.input(v.name, v.type)
+        qp = st.qp(v)
+        st.bind(v, st.b.op("quantize", x, scale=qp.scale, zp=qp.zp), qp, "input")
+        st.fenv[v] = x
+    for n in g.nodes:
+        name = n.op.name
+        if name == "const":
+            continue
+        if n in tail:
+            _emit_float(st, n)
+        elif name in ("conv", "dense") or (name == "matmul" and n.inputs[1] in st.consts):
+            st.mac(n)
+        elif _is_unary_fn(n, st.consts):
+            if name in ACTIVATION_OPS:
+                attrs = n.all_attrs
+                act = ACTIVATIONS[name]
+                params = [attrs[p] for p, _ in act.params]
+                st.lut(n, lambda x, f=act.fn, p=params: f(x, *p))
+            else:
+                st.binary(n)
+        elif name in ("add", "mul", "sub", "div"):
+            st.binary(n)
+        elif name == "concat":
+            st.concat(n)
+        elif name in ("max_pool", "avg_pool", "global_avg_pool", "global_max_pool"):
+            st.pool(n)
+        elif name in PASS_THROUGH:
+            st.pass_through(n)
+        elif name == "lstm":
+            emit_qlstm(st, n)
+        else:
+            raise QuantizeError(f"{n.label()}: op '{name}' has no int8 form and feeds "
+                                "quantised ops (only a float tail after the outputs is allowed)")
+    outs = []
+    for v in g.outputs:
+        if v in st.fenv:
+            outs.append(st.fenv[v])
+        else:
+            qp = st.res.qparams[v.name]
+            outs.append(st.b.op("dequantize", st.env[v], scale=qp.scale, zp=qp.zp,
+                                out_name=v.name))
+    st.b.output(*outs)
+    return st.res
+
+
+def _float_tail(g: Graph) -> set[Node]:
+    """Nodes left in float after the output dequantise: FLOAT_TAIL ops whose results reach only
+    graph outputs or other tail nodes."""
+    users = g.users()
+    tail: set[Node] = set()
+    for n in reversed(g.nodes):
+        if n.op.name not in FLOAT_TAIL:
+            continue
+        if all(u in tail for v in n.outputs for u in users.get(v, [])):
+            tail.add(n)
+    return tail
+
+
+def _emit_float(st: _Q, n: Node) -> None:
+    ins = []
+    for v in n.inputs:
+        if v is None or v in st.fenv:
+            ins.append(st.fenv.get(v) if v is not None else None)
+        elif v in st.consts:
+            ins.append(st.b.const(st.consts[v], name=v.name))
+        else:
+            qp = st.res.qparams[v.name]
+            dq = st.b.op("dequantize", st.env[v], scale=qp.scale, zp=qp.zp,
+                         out_name=f"{v.name}.dq")
+            st.fenv[v] = dq
+            ins.append(dq)
+    outs = st.b.emit(n.op, ins, dict(n.attrs), n.name, [v.name for v in n.outputs])
+    for fv, nv in zip(n.outputs, outs):
+        st.fenv[fv] = nv
