@@ -17,7 +17,6 @@ import math
 
 import numpy as np
 from numba.extending import register_jitable
-
 from ocrc.runtime.errors import OcrcError
 
 INT8_MIN, INT8_MAX = -128, 127
@@ -88,3 +87,191 @@ def div_round(a, b):  # type: ignore[no-untyped-def]
     """a / b for int64 a and positive int64 b, rounded half away from zero (average pooling)."""
     q = (np.abs(a) + b // 2) // b
     return np.where(a < 0, -q, q)
+
+
+# ---- composite reference functions (the contract between the quantiser and the VM) ----
+# Each takes int64 numpy arrays (or scalars) and returns int64; the caller casts to the storage
+# type. The elementwise ones are register_jitable: the VM calls these very functions.
+
+ADD_FRAC_BITS = 8  # extra fraction bits carried by the add multipliers: ma = s_a/s_y * 2**8
+
+
+@register_jitable
+def rescale_ref(x, zx, mult, n, zy, lo, hi):  # type: ignore[no-untyped-def]
+    """Requantise int8/int16 -> int8/int16: clamp(mul_round_shift(x - zx, mult, n) + zy, lo, hi).
+
+    Used for concat inputs, scale changes and int16 -> int8 before a table lookup.
+    """
+    return clamp(mul_round_shift(x - zx, mult, n) + zy, lo, hi)
+
+
+@register_jitable
+def add_ref(xa, za, ma, na, xb, zb, mb, nb, zy, lo, hi):  # type: ignore[no-untyped-def]
+    """Quantised addition. (ma, na) and (mb, nb) represent s_a/s_y * 2**ADD_FRAC_BITS and
+    s_b/s_y * 2**ADD_FRAC_BITS:
+        ta = mul_round_shift(xa - za, ma, na); tb = mul_round_shift(xb - zb, mb, nb)
+        y  = clamp(mul_round_shift(ta + tb, 1, ADD_FRAC_BITS) + zy, lo, hi)
+    """
+    ta = mul_round_shift(xa - za, ma, na)
+    tb = mul_round_shift(xb - zb, mb, nb)
+    return clamp(mul_round_shift(ta + tb, 1, ADD_FRAC_BITS) + zy, lo, hi)
+
+
+@register_jitable
+def mul_ref(xa, za, xb, zb, mult, n, zy, lo, hi):  # type: ignore[no-untyped-def]
+    """Quantised multiplication, (mult, n) ~ s_a*s_b/s_y:
+    y = clamp(mul_round_shift((xa - za)*(xb - zb), mult, n) + zy, lo, hi)."""
+    return clamp(mul_round_shift((xa - za) * (xb - zb), mult, n) + zy, lo, hi)
+
+
+@register_jitable
+def lut_ref(x, table):  # type: ignore[no-untyped-def]
+    """Table activation on int8: y = table[x + 128] (table has 256 entries)."""
+    return table[x + 128]
+
+
+@register_jitable
+def mul16_ref(a, b, mult, n, lo, hi, zy=0):  # type: ignore[no-untyped-def]
+    """Fixed-point product for the LSTM cell (int16/int8 operands, no zero points):
+    y = clamp(mul_round_shift(a*b, mult, n) + zy, lo, hi). |a*b| < 2**31 as mul_round_shift
+    requires. With zy it is also rescale_ref(a*b, 0, mult, n, zy, lo, hi) (the LSTM's h)."""
+    return clamp(mul_round_shift(a * b, mult, n) + zy, lo, hi)
+
+
+@register_jitable
+def add16_ref(a, b, lo, hi):  # type: ignore[no-untyped-def]
+    """Saturating integer addition (LSTM cell state): clamp(a + b, lo, hi)."""
+    return clamp(a + b, lo, hi)
+
+
+@register_jitable
+def add_shift_ref(a, b, n, lo, hi):  # type: ignore[no-untyped-def]
+    """Sum with a rounding right shift (LSTM gate pre-activation from two rescaled int32
+    projections): clamp(mul_round_shift(a + b, 1, n), lo, hi), n >= 1."""
+    return clamp(mul_round_shift(a + b, 1, n), lo, hi)
+
+
+def requantize16_ref(acc: np.ndarray, mult: np.ndarray | int, n: np.ndarray | int,
+                     zy: int = 0) -> np.ndarray:
+    """int32 -> int16: requantize(acc, mult, n, zy, INT16_MIN, INT16_MAX)."""
+    return requantize(np.asarray(acc, np.int64), mult, n, zy, INT16_MIN, INT16_MAX)
+
+
+def quantize_ref(x: np.ndarray, scale: float, zp: int, lo: int = INT8_MIN,
+                 hi: int = INT8_MAX) -> np.ndarray:
+    """float -> int: clamp(round_half_even(x / scale) + zp, lo, hi) (the program inputs)."""
+    q = np.rint(np.asarray(x, np.float64) / scale).astype(np.int64) + zp
+    return np.clip(q, lo, hi)
+
+
+def dequantize_ref(q: np.ndarray, scale: float, zp: int) -> np.ndarray:
+    """int -> float32: (q - zp) * scale (the program outputs)."""
+    return ((np.asarray(q, np.int64) - zp) * scale).astype(np.float32)
+
+
+def _pad_nchw(x: np.ndarray, pads: tuple[int, int, int, int], value: int) -> np.ndarray:
+    pt, pl, pb, pr = pads
+    return np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)), constant_values=value)
+
+
+def _windows(xp: np.ndarray, kh: int, kw: int, strides: tuple[int, int],
+             dil: tuple[int, int], ho: int, wo: int) -> np.ndarray:
+    """[N, C, ho, wo, kh, kw] view of the windows of a padded NCHW tensor."""
+    sh, sw = strides
+    dh, dw = dil
+    n, c = xp.shape[:2]
+    s = xp.strides
+    return np.lib.stride_tricks.as_strided(
+        xp, (n, c, ho, wo, kh, kw), (s[0], s[1], s[2] * sh, s[3] * sw, s[2] * dh, s[3] * dw),
+        writeable=False)
+
+
+def conv_ref(x: np.ndarray, w: np.ndarray, bias: np.ndarray, mult: np.ndarray, n: np.ndarray,
+             zx: int, zy: int, lo: int, hi: int, strides: tuple[int, int] = (1, 1),
+             pads: tuple[int, int, int, int] = (0, 0, 0, 0), dilations: tuple[int, int] = (1, 1),
+             group: int = 1, requant: bool = True) -> np.ndarray:
+    """Quantised conv, NCHW int8 x, OIHW int8 w (symmetric), int32 bias, per-channel (mult, n):
+        acc[c] = bias[c] + sum_k w[c, k] * (x[k] - zx)   (padding is x = zx, contributing 0)
+        y      = requantize(acc, mult[c], n[c], zy, lo, hi)     (int64 result; acc if not requant)
+    pads are ONNX order (top, left, bottom, right). Plain numpy (exact int64 via float64 GEMM
+    chunks); the VM's kernel is tested bit-exact against it.
+    """
+    x = np.asarray(x, np.int64)
+    w = np.asarray(w, np.int64)
+    nb, _, h, wd = x.shape
+    cout, cg, kh, kw = w.shape
+    ho = (h + pads[0] + pads[2] - dilations[0] * (kh - 1) - 1) // strides[0] + 1
+    wo = (wd + pads[1] + pads[3] - dilations[1] * (kw - 1) - 1) // strides[1] + 1
+    xp = _pad_nchw(x - zx, pads, 0)
+    win = _windows(xp, kh, kw, strides, dilations, ho, wo)  # [N, Cin, ho, wo, kh, kw]
+    ng = cout // group
+    acc = np.empty((nb, cout, ho, wo), np.int64)
+    for g in range(group):
+        cols = win[:, g * cg:(g + 1) * cg].transpose(0, 2, 3, 1, 4, 5).reshape(nb * ho * wo, -1)
+        wg = w[g * ng:(g + 1) * ng].reshape(ng, -1)
+        # |x - zx| <= 2**16 and |w| <= 2**7: each product < 2**23, so float64 sums are exact
+        # for K < 2**30.
+        part = np.rint(cols.astype(np.float64) @ wg.T.astype(np.float64)).astype(np.int64)
+        acc[:, g * ng:(g + 1) * ng] = part.reshape(nb, ho, wo, ng).transpose(0, 3, 1, 2)
+    acc += np.asarray(bias, np.int64).reshape(1, -1, 1, 1)
+    if not requant:
+        return acc
+    shape = (1, -1, 1, 1)
+    return requantize(acc, np.asarray(mult, np.int64).reshape(shape),
+                      np.asarray(n, np.int64).reshape(shape), zy, lo, hi)
+
+
+def dense_ref(x: np.ndarray, w: np.ndarray, bias: np.ndarray, mult: np.ndarray, n: np.ndarray,
+              zx: int, zy: int, lo: int, hi: int, requant: bool = True) -> np.ndarray:
+    """Quantised dense layer: x[..., K] int8, w[N, K] int8, acc = bias + (x - zx) @ w.T,
+    y = requantize(acc, mult[c], n[c], zy, lo, hi) (int64; the raw acc if not requant)."""
+    x = np.asarray(x, np.int64)
+    w = np.asarray(w, np.int64)
+    acc = np.rint((x - zx).astype(np.float64) @ w.T.astype(np.float64)).astype(np.int64)
+    acc += np.asarray(bias, np.int64)
+    if not requant:
+        return acc
+    return requantize(acc, np.asarray(mult, np.int64), np.asarray(n, np.int64), zy, lo, hi)
+
+
+def maxpool_ref(x: np.ndarray, kernel: tuple[int, int], strides: tuple[int, int],
+                pads: tuple[int, int, int, int], lo: int = INT8_MIN,
+                hi: int = INT8_MAX) -> np.ndarray:
+    """Max pool on int8 NCHW (ONNX pads order): padding never wins; then clamp(., lo, hi)."""
+    x = np.asarray(x, np.int64)
+    ho = (x.shape[2] + pads[0] + pads[2] - kernel[0]) // strides[0] + 1
+    wo = (x.shape[3] + pads[1] + pads[3] - kernel[1]) // strides[1] + 1
+    xp = _pad_nchw(x, pads, np.iinfo(np.int64).min)
+    win = _windows(xp, kernel[0], kernel[1], strides, (1, 1), ho, wo)
+    return clamp(win.max(axis=(4, 5)), lo, hi)
+
+
+def avgpool_multipliers(ratio: float, area: int) -> tuple[np.ndarray, np.ndarray]:
+    """The per-count multiplier table of average pooling: entry c in [1, area] represents
+    ratio / c, with ratio = s_x / s_y (entry 0 is unused and (0, 1)). Returns int64 (mult, n)."""
+    mult = np.zeros(area + 1, np.int64)
+    n = np.ones(area + 1, np.int64)
+    for c in range(1, area + 1):
+        mult[c], n[c] = quantize_multiplier(ratio / c)
+    return mult, n
+
+
+def avgpool_ref(x: np.ndarray, kernel: tuple[int, int], strides: tuple[int, int],
+                pads: tuple[int, int, int, int], zx: int, zy: int, mult: np.ndarray,
+                n: np.ndarray, count_include_pad: bool = False, lo: int = INT8_MIN,
+                hi: int = INT8_MAX) -> np.ndarray:
+    """Average pool on int8 NCHW: s = sum of (x - zx) over the valid window elements;
+    c = their number (kernel area if count_include_pad); y = clamp(mul_round_shift(s, mult[c],
+    n[c]) + zy, lo, hi) with (mult, n) from avgpool_multipliers."""
+    x = np.asarray(x, np.int64)
+    kh, kw = kernel
+    ho = (x.shape[2] + pads[0] + pads[2] - kh) // strides[0] + 1
+    wo = (x.shape[3] + pads[1] + pads[3] - kw) // strides[1] + 1
+    s = _windows(_pad_nchw(x - zx, pads, 0), kh, kw, strides, (1, 1), ho, wo).sum(axis=(4, 5))
+    ones = np.ones((1, 1) + x.shape[2:], np.int64)
+    cnt = _windows(_pad_nchw(ones, pads, 0), kh, kw, strides, (1, 1), ho, wo).sum(axis=(4, 5))
+    if count_include_pad:
+        cnt = np.full_like(cnt, kh * kw)
+    mult = np.asarray(mult, np.int64)
+    n = np.asarray(n, np.int64)
+    return clamp(mul_round_shift(s, mult[cnt], n[cnt]) + zy, lo, hi)
