@@ -87,10 +87,13 @@ def _infer_conv(types: Sequence[TensorType | None], attrs: Attrs) -> list[Tensor
 
 def conv2d(x: np.ndarray, w: np.ndarray, strides: Sequence[int], pads: Sequence[int],
            dilations: Sequence[int], group: int, pad_value: float = 0.0) -> np.ndarray:
-    """Grouped 2-D convolution by im2col; accumulates in the dtype of np.matmul's inputs."""
+    """Grouped 2-D convolution by im2col and one matmul per group."""
     (sh, sw), (pt, pl, pb, pr), (dh, dw) = strides, pads, dilations
     m, cg, kh, kw = w.shape
-    xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)), constant_values=pad_value)
+    # Accumulate in float64 (then round once): the oracle is then independent of BLAS
+    # blocking, so identical weights give identical channels, as the light models require.
+    acc = np.float64 if x.dtype.kind == "f" else x.dtype
+    xp = np.pad(x.astype(acc), ((0, 0), (0, 0), (pt, pb), (pl, pr)), constant_values=pad_value)
     win = sliding_window_view(xp, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(2, 3))
     win = win[:, :, ::sh, ::sw, ::dh, ::dw]  # [N, C, OH, OW, KH, KW]
     n, _, oh, ow = win.shape[:4]
@@ -99,8 +102,8 @@ def conv2d(x: np.ndarray, w: np.ndarray, strides: Sequence[int], pads: Sequence[
     for gi in range(group):
         cols = win[:, gi * cg:(gi + 1) * cg].transpose(0, 2, 3, 1, 4, 5).reshape(n, oh * ow, -1)
         wg = w[gi * mg:(gi + 1) * mg].reshape(mg, -1)
-        outs.append(np.matmul(cols, wg.T).transpose(0, 2, 1))  # [N, mg, OH*OW]
-    return np.concatenate(outs, axis=1).reshape(n, m, oh, ow)
+        outs.append(np.matmul(cols, wg.T.astype(acc)).transpose(0, 2, 1))  # [N, mg, OH*OW]
+    return np.concatenate(outs, axis=1).reshape(n, m, oh, ow).astype(x.dtype)
 
 
 def _ref_conv(xs: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.ndarray]:
@@ -195,3 +198,69 @@ def _ref_affine(xs: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.ndarra
 
 AFFINE = defop("affine", ("x", "scale", "shift"), _infer_channelwise, _ref_affine,
                "Per-channel (axis 1) x * scale + shift: a batch norm that could not be folded.")
+
+
+# --- conv_transpose --------------------------------------------------------------------------
+def _infer_conv_transpose(types: Sequence[TensorType | None], attrs: Attrs) -> list[TensorType]:
+    x, w, b, res = (list(types) + [None] * 5)[:4]
+    assert x is not None and w is not None
+    if x.rank != 4 or w.rank != 4:
+        raise ValueError(f"conv_transpose needs 4-D x and w, got {x} and {w}")
+    _check_window(attrs)
+    g, op = attrs["group"], attrs["output_padding"]
+    n, c, h, wd = x.shape
+    cw, mg, kh, kw = w.shape
+    if g < 1 or c != cw or c % g:
+        raise ValueError(f"group {g}: x has {c} channels, w is {list(w.shape)}")
+    if len(op) != 2 or min(op) < 0:
+        raise ValueError(f"attr 'output_padding' needs 2 ints >= 0, got {list(op)}")
+    (sh, sw), (pt, pl, pb, pr), (dh, dw) = attrs["strides"], attrs["pads"], attrs["dilations"]
+    oh = sh * (h - 1) + op[0] + (kh - 1) * dh + 1 - pt - pb
+    ow = sw * (wd - 1) + op[1] + (kw - 1) * dw + 1 - pl - pr
+    if oh < 1 or ow < 1:
+        raise ValueError(f"pads {list(attrs['pads'])} leave an empty output")
+    out = TensorType(x.dtype, (n, mg * g, oh, ow))
+    _check_epilogue(out, b, res, mg * g)
+    return [out]
+
+
+def conv_transpose2d(x: np.ndarray, w: np.ndarray, strides: Sequence[int],
+                     pads: Sequence[int], dilations: Sequence[int], group: int,
+                     output_padding: Sequence[int]) -> np.ndarray:
+    """Transposed (fractionally strided) 2-D convolution, ONNX ConvTranspose semantics:
+    every input pixel scatters w[c, m] times itself into a stride-spaced output grid."""
+    (sh, sw), (pt, pl, pb, pr), (dh, dw) = strides, pads, dilations
+    n, c, h, wd = x.shape
+    _, mg, kh, kw = w.shape
+    cg = c // group
+    hf = sh * (h - 1) + output_padding[0] + (kh - 1) * dh + 1
+    wf = sw * (wd - 1) + output_padding[1] + (kw - 1) * dw + 1
+    y = np.zeros((n, mg * group, hf, wf), np.float32)
+    for gi in range(group):
+        xg = x[:, gi * cg:(gi + 1) * cg]
+        cols = np.tensordot(w[gi * cg:(gi + 1) * cg], xg, axes=([0], [1]))  # [mg,KH,KW,N,H,W]
+        cols = cols.transpose(3, 0, 1, 2, 4, 5)
+        for i in range(kh):
+            for j in range(kw):
+                y[:, gi * mg:(gi + 1) * mg, i * dh:i * dh + (h - 1) * sh + 1:sh,
+                  j * dw:j * dw + (wd - 1) * sw + 1:sw] += cols[:, :, i, j]
+    return np.asarray(y[:, :, pt:hf - pb, pl:wf - pr], order="C")
+
+
+def _ref_conv_transpose(xs: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.ndarray]:
+    x, w, b, res, slope = (list(xs) + [None] * 5)[:5]
+    assert x is not None and w is not None
+    y = conv_transpose2d(x, w, attrs["strides"], attrs["pads"], attrs["dilations"],
+                         attrs["group"], attrs["output_padding"])
+    return [_epilogue(y.astype(x.dtype), b, res, slope, attrs, 1)]
+
+
+CONV_TRANSPOSE = defop(
+    "conv_transpose", ("x", "w", "b?", "res?", "slope?"), _infer_conv_transpose,
+    _ref_conv_transpose,
+    "Transposed 2-D convolution (ONNX ConvTranspose), x NCHW, w [C, M/group, KH, KW]; pads "
+    "crop the full output, output_padding extends it at the bottom/right; epilogue as conv.",
+    attrs={**WINDOW_ATTRS, "group": AttrDef("int", 1),
+           "output_padding": AttrDef("ints", (0, 0)), **EPILOGUE_ATTRS},
+    traits=("mac", "epilogue"),
+)
