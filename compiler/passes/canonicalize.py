@@ -156,9 +156,10 @@ def add_bias_to_dense(rw: Rewriter, node: Node) -> Value | None:
     return None
 
 
-def sink_reshape_below_dense(rw: Rewriter, node: Node) -> Value | None:
-    """reshape(dense(reshape(x))) where the inner reshape keeps the last axis: run the dense on
-    x directly (the reshapes around a CRNN's classifier collapse into at most one)."""
+def move_reshape_above_dense(rw: Rewriter, node: Node) -> Value | None:
+    """reshape(dense(view(x))) where the outer reshape keeps the feature axis: reshape x once,
+    straight to the leading dims the outer reshape wants, and let the dense produce the
+    result (a CRNN classifier's reshape / dense / reshape collapses to reshape / dense)."""
     if node.op.name != "reshape":
         return None
     d = rw.op_of(node.inputs[0], "dense")
@@ -167,15 +168,17 @@ def sink_reshape_below_dense(rw: Rewriter, node: Node) -> Value | None:
     if d.operand("res") is not None or d.operand("slope") is not None:
         return None  # both are tied to the old output shape
     inner = rw.op_of(d.inputs[0], *_VIEW_OPS)
-    if inner is None or inner.inputs[0] is None:
+    out = node.outputs[0].type.shape
+    if inner is None or inner.inputs[0] is None or not out:
+        return None
+    n, k = d.outputs[0].type.shape[-1], d.inputs[0].type.shape[-1]  # type: ignore[union-attr]
+    if out[-1] != n:
         return None
     x = inner.inputs[0]
-    if x.type.rank < 1 or x.type.shape[-1] != d.inputs[0].type.shape[-1]:  # type: ignore[union-attr]
-        return None
-    y = rw.emit("dense", (x,) + tuple(d.inputs[1:]), d.attrs, name=d.name)
-    if y.type.shape == node.outputs[0].type.shape:
-        return y
-    return rw.emit("reshape", (y,), {"shape": node.outputs[0].type.shape})
+    want = out[:-1] + (k,)
+    if x.type.shape != want:
+        x = rw.emit("reshape", (x,), {"shape": want}, name=inner.name)
+    return rw.emit("dense", (x,) + tuple(d.inputs[1:]), d.attrs, name=d.name)
 
 
 @register
@@ -191,7 +194,7 @@ class Canonicalize(Pass):
       compose; a transpose that only moves size-1 axes becomes a reshape;
     - x - c -> x + (-c), x / c -> x * (1/c) (float constants only);
     - matmul by a constant 2-D matrix -> dense; dense + per-feature constant -> dense bias;
-      reshape(dense(reshape(x))) -> dense(x) when the reshapes keep the feature axis;
+      reshape(dense(reshape(x))) -> dense(reshape(x)) when the outer one keeps the features;
     - common-subexpression elimination (constants by content), dead-code elimination.
     Bails out (leaves a node alone) when a value it would fold or merge is used elsewhere.
     Guarantees: the result computes the same function (bit-exact except x/c -> x*(1/c) and
@@ -209,7 +212,7 @@ class Canonicalize(Pass):
         return [fold, remove_identity, remove_noop_layout, views_as_reshape, merge_reshapes,
                 merge_transposes, transpose_as_reshape, sub_div_by_constant,
                 remove_neutral_binary, matmul_to_dense, add_bias_to_dense,
-                sink_reshape_below_dense]
+                move_reshape_above_dense]
 
     def run(self, g: Graph, ctx: PassContext) -> Graph:
         pats = self.patterns()

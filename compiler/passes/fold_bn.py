@@ -53,9 +53,12 @@ def scale_out_channels(node: Node, w: np.ndarray, s: np.ndarray) -> np.ndarray:
 
 
 def _rebuild(rw: Rewriter, node: Node, w: np.ndarray, b: np.ndarray, dtype: np.dtype,
-             **attrs: Any) -> Value:
+             x: Value | None = None) -> Value:
+    """`node` with new weights and bias (and input `x` when given)."""
     ins = with_operands(node, w=rw.const(w, dtype), b=rw.const(b, dtype))
-    return rw.emit(node.op, ins, {**node.attrs, **attrs}, name=node.name)
+    if x is not None:
+        ins[0] = x
+    return rw.emit(node.op, ins, node.attrs, name=node.name)
 
 
 def _foldable_producer(rw: Rewriter, v: Value | None) -> tuple[Node, np.ndarray,
@@ -132,7 +135,7 @@ def fold_bn_into_consumer(rw: Rewriter, conv: Node) -> Value | None:
     if conv.op.name == "dense":
         if bn.inputs[0].type.rank != 2:  # type: ignore[union-attr]
             return None
-        return _rebuild(rw, conv, w64 * s[None, :], b64 + w64 @ t, w.dtype)
+        return _rebuild(rw, conv, w64 * s[None, :], b64 + w64 @ t, w.dtype, bn.inputs[0])
     if any(conv.attr("pads")) and np.any(t != 0):
         return None  # the padded border would see t instead of 0
     g, cg = int(conv.attr("group")), w.shape[1]
@@ -141,7 +144,40 @@ def fold_bn_into_consumer(rw: Rewriter, conv: Node) -> Value | None:
     wg = w64.reshape(g, m // g, cg, *w.shape[2:])
     new_w = (wg * s_in[..., None, None]).reshape(w.shape)
     new_b = b64 + (wg.sum(axis=(3, 4)) * t_in).sum(axis=2).reshape(m)
-    return _rebuild(rw, conv, new_w, new_b, w.dtype)
+    return _rebuild(rw, conv, new_w, new_b, w.dtype, bn.inputs[0])
+
+
+def merge_channel_affine(rw: Rewriter, node: Node) -> Value | None:
+    """affine(x, s, t) then mul/add by a per-channel constant -> one affine; and
+    add(mul(x, c), d) with per-channel constants c, d -> affine(x, c, d)."""
+    out = node.outputs[0].type
+    if node.op.name not in ("mul", "add") or out.rank < 2:
+        return None
+    for yv, cv in ((node.inputs[0], node.inputs[1]), (node.inputs[1], node.inputs[0])):
+        c = rw.const_value(cv)
+        vec = None if c is None else axis_vector(c, out.shape, 1)
+        prod = rw.producer(yv)
+        if vec is None or vec.dtype.kind != "f" or prod is None or yv is None:
+            continue
+        if yv.type != out or not rw.single_use(yv):
+            continue
+        if prod.op.name == "affine":
+            s, t = rw.const_value(prod.inputs[1]), rw.const_value(prod.inputs[2])
+            if s is None or t is None:
+                continue
+            if node.op.name == "mul":
+                s, t = s * vec, t * vec
+            else:
+                t = t + vec
+            return rw.emit("affine", (prod.inputs[0], rw.const(s, s.dtype), rw.const(t, t.dtype)))
+        if node.op.name == "add" and prod.op.name == "mul":
+            for x, sv in ((prod.inputs[0], prod.inputs[1]), (prod.inputs[1], prod.inputs[0])):
+                sc = rw.const_value(sv)
+                svec = None if sc is None else axis_vector(sc, out.shape, 1)
+                if svec is not None and x is not None and x.type == out and svec.dtype == vec.dtype:
+                    return rw.emit("affine", (x, rw.const(svec, svec.dtype),
+                                              rw.const(vec, vec.dtype)))
+    return None
 
 
 def bn_to_affine(rw: Rewriter, bn: Node) -> Value | None:
@@ -168,7 +204,8 @@ class FoldBn(Pass):
     - with `forward`, a batch_norm/affine *before* a conv or [B, F] dense is folded into the
       consumer's input channels, only when the conv has no padding or the shift is zero (the
       zero border must stay zero);
-    - with `to_affine`, any batch_norm left becomes one per-channel `affine` op.
+    - with `to_affine`, any batch_norm left becomes one per-channel `affine` op, and per-channel
+      mul/add constants after it (or a per-channel mul then add) merge into one affine.
     Bails out when the MAC op already has an activation or residual, its output has other
     users, or weights/parameters are not constants. Guarantees: no batch_norm remains when
     `to_affine`; results equal the original within float32 rounding of the folded weights.
@@ -185,5 +222,5 @@ class FoldBn(Pass):
         g = apply_patterns(g, pats)
         if self.to_affine:
             g = apply_patterns(g, [bn_to_affine])
-            g = apply_patterns(g, pats)  # an affine may now fold forward
+            g = apply_patterns(g, pats + [merge_channel_affine])  # affines fold or merge
         return g

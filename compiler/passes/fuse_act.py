@@ -154,14 +154,13 @@ SPELLINGS = [recognise_silu, recognise_relu, recognise_hard_sigmoid, recognise_h
 class FuseAct(Pass):
     """Recognise activation spellings and fuse activations into conv/dense epilogues.
 
-    Spellings (every constant checked exactly, in float32 or float64; a near miss such as
-    clip(x + 3, 0, 6.5) or alpha 0.2 is left alone; every intermediate must have no other
-    reader): x * sigmoid(x) -> silu; max(x, 0) -> relu; clip(x * a + b, 0, 1) ->
+    Spellings (every constant checked exactly, in float32 or float64; bails out on a near miss
+    such as clip(x + 3, 0, 6.5) or alpha 0.2, and when an intermediate has another reader): x * sigmoid(x) -> silu; max(x, 0) -> relu; clip(x * a + b, 0, 1) ->
     hard_sigmoid(a, b); x * hard_sigmoid(x){1/6, 1/2}, x * clip(x + 3, 0, 6) / 6 (or * 1/6,
     in either association) -> hard_swish.
     Fusion (with `into_epilogue`): relu, clip (relu6), leaky_relu, prelu, sigmoid, tanh,
     hard_sigmoid, hard_swish and silu after a conv or dense whose epilogue has no activation
-    yet and whose output has no other reader. Guarantees: every recognised spelling becomes
+    yet and whose output has no other reader (else it bails out). Guarantees: every recognised spelling becomes
     one op; outputs equal the original within float32 rounding (the fused functions are the
     op table's own, so x * sigmoid(x) and silu agree bit for bit).
     """
