@@ -35,6 +35,23 @@ STATUS_TEXT = {
 
 # ---------------------------------------------------------------- DMA
 @njit(cache=True)
+def copy_bytes(dst, d, src, s, n):  # type: ignore[no-untyped-def]
+    """dst[d:d+n] = src[s:s+n], 8 bytes at a time where both sides are 8-aligned (a uint8
+    slice assignment is a byte loop in numba, ~8x slower)."""
+    if d % 8 == s % 8 and n >= 64:
+        head = (8 - d % 8) % 8
+        for i in range(head):
+            dst[d + i] = src[s + i]
+        d8, s8 = (d + head) // 8, (s + head) // 8
+        n8 = (n - head) // 8
+        dst.view(np.uint64)[d8:d8 + n8] = src.view(np.uint64)[s8:s8 + n8]
+        for i in range(head + 8 * n8, n):
+            dst[d + i] = src[s + i]
+    else:
+        dst[d:d + n] = src[s:s + n]
+
+
+@njit(cache=True)
 def dma(src, dst, f, to_sram):  # type: ignore[no-untyped-def]
     """LOAD (to_sram) or STORE: 3-D strided byte copy."""
     n0 = f[isa.C_N0]
@@ -48,7 +65,7 @@ def dma(src, dst, f, to_sram):  # type: ignore[no-untyped-def]
         for i1 in range(f[isa.C_N1]):
             s = sbase + i2 * s2 + i1 * s1
             d = dbase + i2 * d2 + i1 * d1
-            dst[d:d + n0] = src[s:s + n0]
+            copy_bytes(dst, d, src, s, n0)
 
 
 @njit(cache=True)
@@ -56,7 +73,7 @@ def loadw(dram, sram, f):  # type: ignore[no-untyped-def]
     """LOADW: dense or bitmask weight stream -> dense SRAM bytes. Returns a status."""
     base, clen, dst, count = f[isa.C_DRAM], f[isa.C_CLEN], f[isa.C_SRAM], f[isa.C_COUNT]
     if f[isa.C_FMT] == 0:
-        sram[dst:dst + count] = dram[base:base + count]
+        copy_bytes(sram, dst, dram, base, count)
         return ST_OK
     mb = cdiv(count, 8)
     vp = base + mb

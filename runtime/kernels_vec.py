@@ -11,6 +11,7 @@ from numba import njit
 from ocrc.runtime import isa
 from ocrc.runtime.cycles import conv_out
 from ocrc.runtime.isa import Opcode, PoolMode
+from ocrc.runtime.kernels import copy_bytes
 from ocrc.runtime.qmath import (
     add16_ref,
     add_ref,
@@ -127,7 +128,7 @@ def _copy(sram, f):  # type: ignore[no-untyped-def]
             s = f[isa.C_SRC] + i2 * f[isa.C_SS2] + i1 * f[isa.C_SS1]
             d = f[isa.C_DST] + i2 * f[isa.C_DS2] + i1 * f[isa.C_DS1]
             if ss0 == esz and ds0 == esz:
-                sram[d:d + n0 * esz] = sram[s:s + n0 * esz]
+                copy_bytes(sram, d, sram, s, n0 * esz)
             else:
                 for i0 in range(n0):
                     for e in range(esz):

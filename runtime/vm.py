@@ -110,7 +110,7 @@ class VM:
         self.target = target or prog.target
         self.params = self.target.vm_params()
         self.vovh = self.target.vector_overheads()
-        self.dram = np.zeros(prog.dram_size, np.uint8)
+        self.dram = np.zeros(-(-prog.dram_size // 64) * 64, np.uint8)  # uint64 copies
         self.sram = np.zeros(self.target.sram_bytes, np.uint8)
         off = 0
         self._clear: list[tuple[int, int]] = []
