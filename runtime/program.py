@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 from ocrc.runtime import isa
-from ocrc.runtime.errors import ProgramError
+from ocrc.runtime.errors import ProgramError, TargetError
 from ocrc.runtime.fileio import atomic_write_bytes
 from ocrc.runtime.target import Target, target_from_dict
 
@@ -186,7 +186,10 @@ def program_from_bytes(data: bytes, where: str = "<program>") -> Program:
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ProgramError(f"{where}: section META is not valid JSON: {e}") from None
     _need(isinstance(meta, dict), f"{where}: section META must be a JSON object")
-    target = target_from_dict(meta.get("target"), f"{where}: META.target")
+    try:
+        target = target_from_dict(meta.get("target"), f"{where}: META.target")
+    except TargetError as e:
+        raise ProgramError(str(e)) from None
     _need(meta.get("target_hash") == target.hash, f"{where}: field 'target_hash' = "
           f"{meta.get('target_hash')!r} does not match the embedded target ({target.hash})")
     code_b = sec[b"CODE"]

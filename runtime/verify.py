@@ -101,8 +101,20 @@ class _Insn:
             self.sram_hi = max(self.sram_hi, addr + extent)
 
 
+def _no_overlap(c: _Insn, counts: tuple[str, ...], strides: tuple[str, ...], e: int) -> None:
+    """Written elements never overlap (so writes are order-free and the work of one
+    instruction is bounded by the size of the memory it writes)."""
+    extent = e
+    for n, s in zip(counts, strides, strict=True):
+        if c[n] > 1 and c[s] < extent:
+            c.fail(s, f"destination rows overlap: stride {c[s]} < extent {extent}")
+        extent = (c[n] - 1) * c[s] + extent
+
+
 def _check_dma(c: _Insn, op: Opcode) -> None:
     c.ge("n0", "n1", "n2")
+    dst = ("ss1", "ss2") if op is Opcode.LOAD else ("ds1", "ds2")
+    _no_overlap(c, ("n1", "n2"), dst, c["n0"])
     ext_d = (c["n2"] - 1) * c["ds2"] + (c["n1"] - 1) * c["ds1"] + c["n0"]
     ext_s = (c["n2"] - 1) * c["ss2"] + (c["n1"] - 1) * c["ss1"] + c["n0"]
     c.span("dram", ext_d, "dram")
@@ -220,6 +232,7 @@ def _check_copy(c: _Insn) -> None:
     e = esize(c["esize"])
     ext = {s: (c["n2"] - 1) * c[f"{s}2"] + (c["n1"] - 1) * c[f"{s}1"] + (c["n0"] - 1)
            * c[f"{s}0"] + e for s in ("ss", "ds")}
+    _no_overlap(c, ("n0", "n1", "n2"), ("ds0", "ds1", "ds2"), e)
     c.span("src", ext["ss"], align=e, strides=("ss0", "ss1", "ss2"))
     c.span("dst", ext["ds"], align=e, strides=("ds0", "ds1", "ds2"))
     if c["src"] < c["dst"] + ext["ds"] and c["dst"] < c["src"] + ext["ss"]:
