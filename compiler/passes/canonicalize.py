@@ -18,6 +18,7 @@ from ocrc.compiler.rewrite import (
     axis_vector,
     eliminate_common_subexpressions,
     fold_constants,
+    with_operands,
 )
 
 MAX_ROUNDS = 8
@@ -156,6 +157,37 @@ def add_bias_to_dense(rw: Rewriter, node: Node) -> Value | None:
     return None
 
 
+def fold_scale_shift_into_dense(rw: Rewriter, node: Node) -> Value | None:
+    """dense(x + c) -> dense(x) with b += W @ c; dense(x * c) -> W * c (c constant along the
+    feature axis or a scalar): input normalisation before a classifier costs nothing."""
+    if node.op.name != "dense":
+        return None
+    xv = node.inputs[0]
+    pre = rw.op_of(xv, "add", "mul")
+    w = rw.const_value(node.operand("w"))
+    b = rw.const_value(node.operand("b"))
+    if pre is None or xv is None or w is None or not rw.single_use(xv):
+        return None
+    if node.operand("b") is not None and b is None:
+        return None
+    for x, cv in ((pre.inputs[0], pre.inputs[1]), (pre.inputs[1], pre.inputs[0])):
+        c = rw.const_value(cv)
+        vec = None if c is None or x is None or x.type != xv.type else axis_vector(
+            c, xv.type.shape, -1)
+        if vec is None or vec.dtype.kind != "f":
+            continue
+        w64, v64 = w.astype(np.float64), vec.astype(np.float64)
+        b64 = np.zeros(w.shape[0]) if b is None else b.astype(np.float64)
+        if pre.op.name == "add":
+            w_new, b_new = w, b64 + w64 @ v64
+        else:
+            w_new, b_new = w64 * v64[None, :], b64
+        ins = with_operands(node, w=rw.const(w_new, w.dtype), b=rw.const(b_new, w.dtype))
+        ins[0] = x
+        return rw.emit("dense", ins, node.attrs, name=node.name)
+    return None
+
+
 def move_reshape_above_dense(rw: Rewriter, node: Node) -> Value | None:
     """reshape(dense(view(x))) where the outer reshape keeps the feature axis: reshape x once,
     straight to the leading dims the outer reshape wants, and let the dense produce the
@@ -194,6 +226,7 @@ class Canonicalize(Pass):
       compose; a transpose that only moves size-1 axes becomes a reshape;
     - x - c -> x + (-c), x / c -> x * (1/c) (float constants only);
     - matmul by a constant 2-D matrix -> dense; dense + per-feature constant -> dense bias;
+      dense(x + c) and dense(x * c) with per-feature constants fold into its weights/bias;
       reshape(dense(reshape(x))) -> dense(reshape(x)) when the outer one keeps the features;
     - common-subexpression elimination (constants by content), dead-code elimination.
     Bails out (leaves a node alone) when a value it would fold or merge is used elsewhere.
@@ -212,7 +245,7 @@ class Canonicalize(Pass):
         return [fold, remove_identity, remove_noop_layout, views_as_reshape, merge_reshapes,
                 merge_transposes, transpose_as_reshape, sub_div_by_constant,
                 remove_neutral_binary, matmul_to_dense, add_bias_to_dense,
-                move_reshape_above_dense]
+                fold_scale_shift_into_dense, move_reshape_above_dense]
 
     def run(self, g: Graph, ctx: PassContext) -> Graph:
         pats = self.patterns()

@@ -149,7 +149,7 @@ def fold_bn_into_consumer(rw: Rewriter, conv: Node) -> Value | None:
 
 def merge_channel_affine(rw: Rewriter, node: Node) -> Value | None:
     """affine(x, s, t) then mul/add by a per-channel constant -> one affine; and
-    add(mul(x, c), d) with per-channel constants c, d -> affine(x, c, d)."""
+    add(mul(x, c), d) with per-channel constants c, d (not both scalars) -> affine(x, c, d)."""
     out = node.outputs[0].type
     if node.op.name not in ("mul", "add") or out.rank < 2:
         return None
@@ -174,9 +174,12 @@ def merge_channel_affine(rw: Rewriter, node: Node) -> Value | None:
             for x, sv in ((prod.inputs[0], prod.inputs[1]), (prod.inputs[1], prod.inputs[0])):
                 sc = rw.const_value(sv)
                 svec = None if sc is None else axis_vector(sc, out.shape, 1)
-                if svec is not None and x is not None and x.type == out and svec.dtype == vec.dtype:
-                    return rw.emit("affine", (x, rw.const(svec, svec.dtype),
-                                              rw.const(vec, vec.dtype)))
+                if svec is None or x is None or x.type != out or svec.dtype != vec.dtype:
+                    continue
+                if sc.size == 1 and c.size == 1:  # type: ignore[union-attr]
+                    continue  # scalars stay elementwise: x * a + b may be a hard-sigmoid
+                return rw.emit("affine", (x, rw.const(svec, svec.dtype),
+                                          rw.const(vec, vec.dtype)))
     return None
 
 

@@ -1,6 +1,6 @@
 """`fuse-act`: recognise the spellings exporters give activations (SiLU, hard-swish, hard-sigmoid,
 relu6, relu as max) as single activation ops, then fold each activation into the epilogue
-(`act`, `act_params`, `slope`) of the conv or dense that produces its operand."""
+(`act`, `act_params`, `slope`) of the conv, conv_transpose or dense that produces its operand."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from ocrc.compiler.rewrite import Rewriter, apply_patterns, is_exactly, scalar_o
 
 SIXTH = 1.0 / 6.0
 FUSABLE = tuple(ACTIVATIONS) + ("prelu",)
+EPILOGUE_OPS = ("conv", "conv_transpose", "dense")  # the float ops with act(y + b + res)
 
 
 def exact_float(a: float, want: float) -> bool:
@@ -128,12 +129,13 @@ def recognise_hard_swish(rw: Rewriter, node: Node) -> Value | None:
 
 
 def fuse_act_into_producer(rw: Rewriter, node: Node) -> Value | None:
-    """conv/dense (act none) -> activation  =>  conv/dense{act=...} (prelu: slope operand)."""
+    """conv/conv_transpose/dense (act none) -> activation  =>  the op with act=... (prelu: the
+    slope becomes its `slope` operand)."""
     name = node.op.name
     if name not in FUSABLE or "activation" not in node.op.traits:
         return None
     x = node.inputs[0]
-    mac = rw.op_of(x, "conv", "dense")
+    mac = rw.op_of(x, *EPILOGUE_OPS)
     if mac is None or x is None or not rw.single_use(x) or mac.attr("act") != "none":
         return None
     if name == "prelu":
@@ -152,17 +154,19 @@ SPELLINGS = [recognise_silu, recognise_relu, recognise_hard_sigmoid, recognise_h
 @register
 @dataclass(frozen=True)
 class FuseAct(Pass):
-    """Recognise activation spellings and fuse activations into conv/dense epilogues.
+    """Recognise activation spellings and fuse activations into MAC-op epilogues.
 
-    Spellings (every constant checked exactly, in float32 or float64; bails out on a near miss
-    such as clip(x + 3, 0, 6.5) or alpha 0.2, and when an intermediate has another reader): x * sigmoid(x) -> silu; max(x, 0) -> relu; clip(x * a + b, 0, 1) ->
-    hard_sigmoid(a, b); x * hard_sigmoid(x){1/6, 1/2}, x * clip(x + 3, 0, 6) / 6 (or * 1/6,
-    in either association) -> hard_swish.
+    Spellings (every constant checked exactly, in float32 or float64):
+    x * sigmoid(x) -> silu; max(x, 0) -> relu; clip(x * a + b, 0, 1) -> hard_sigmoid(a, b);
+    x * hard_sigmoid(x){1/6, 1/2}, x * clip(x + 3, 0, 6) / 6 (or * 1/6, in either
+    association) -> hard_swish. Bails out on a near miss such as clip(x + 3, 0, 6.5) or
+    alpha 0.2, and when an intermediate value has another reader.
     Fusion (with `into_epilogue`): relu, clip (relu6), leaky_relu, prelu, sigmoid, tanh,
-    hard_sigmoid, hard_swish and silu after a conv or dense whose epilogue has no activation
-    yet and whose output has no other reader (else it bails out). Guarantees: every recognised spelling becomes
-    one op; outputs equal the original within float32 rounding (the fused functions are the
-    op table's own, so x * sigmoid(x) and silu agree bit for bit).
+    hard_sigmoid, hard_swish and silu after a conv, conv_transpose or dense whose epilogue has
+    no activation yet; bails out when that op's output has another reader.
+    Guarantees: every recognised spelling becomes one op; outputs equal the original within
+    float32 rounding (the fused functions are the op table's own, so x * sigmoid(x) and silu
+    agree bit for bit).
     """
 
     name: ClassVar[str] = "fuse-act"
