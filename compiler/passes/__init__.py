@@ -20,7 +20,6 @@ from ocrc.compiler.passes import (  # noqa: F401  (each module registers its pas
     fold_pad,
     fuse_act,
     fuse_residual,
-    lowrank,
 )
 from ocrc.compiler.passes.base import (
     PASSES,
