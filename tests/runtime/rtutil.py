@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-
 from ocrc.runtime.builder import ProgramBuilder
 from ocrc.runtime.isa import Opcode
 from ocrc.runtime.program import Program

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from ocrc.runtime import isa
 from ocrc.runtime.errors import ISAEncodeError
 from ocrc.runtime.isa import FORMATS, HEADER_FIELDS, Opcode

@@ -14,8 +14,6 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from rtutil import single
-
 from ocrc.runtime.builder import ProgramBuilder
 from ocrc.runtime.errors import OcrcError, ProgramError
 from ocrc.runtime.isa import DType, Opcode
@@ -23,6 +21,7 @@ from ocrc.runtime.program import load_program, program_from_bytes
 from ocrc.runtime.target import load_target
 from ocrc.runtime.verify import verify
 from ocrc.runtime.vm import VM, run_program
+from rtutil import single
 
 NPU = load_target("npu")
 
@@ -127,30 +126,30 @@ def _build(*insns: tuple[Opcode, dict]) -> ProgramBuilder:  # type: ignore[type-
 
 
 @pytest.mark.parametrize("insns,match", [
-    ([(Opcode.LOAD, dict(dram=0, sram=NPU.sram_bytes - 8, n0=16, n1=1, n2=1))],
+    ([(Opcode.LOAD, {"dram": 0, "sram": NPU.sram_bytes - 8, "n0": 16, "n1": 1, "n2": 1})],
      r"instruction 0 `LOAD .*`: field 'sram' = 1048568: accesses SRAM \[1048568, 1048584\)"),
-    ([(Opcode.LOAD, dict(dram=4000, sram=0, n0=16, n1=8, n2=1, ds1=100, ss1=16))],
+    ([(Opcode.LOAD, {"dram": 4000, "sram": 0, "n0": 16, "n1": 8, "n2": 1, "ds1": 100, "ss1": 16})],
      r"field 'dram' = 4000: accesses DRAM \[4000, 4716\)"),
-    ([(Opcode.LOAD, dict(dram=0, sram=0, n0=0, n1=1, n2=1))], r"field 'n0' = 0: must be >= 1"),
-    ([(Opcode.LOAD, dict(dram=0, sram=0, n0=8, n1=65535, n2=65535, ss1=8))],
+    ([(Opcode.LOAD, {"dram": 0, "sram": 0, "n0": 0, "n1": 1, "n2": 1})], r"field 'n0' = 0: must be >= 1"),
+    ([(Opcode.LOAD, {"dram": 0, "sram": 0, "n0": 8, "n1": 65535, "n2": 65535, "ss1": 8})],
      r"field 'ss2' = 0: destination rows overlap"),
-    ([(Opcode.FILL, dict(dst=2, count=4, value=1, dt=DType.I32))],
+    ([(Opcode.FILL, {"dst": 2, "count": 4, "value": 1, "dt": DType.I32})],
      r"FILL .*field 'dst' = 2: must be a multiple of 4"),
-    ([(Opcode.FILL, dict(dst=0, count=4, value=300, dt=DType.I8))], r"field 'value' = 300"),
-    ([(Opcode.CONV, dict(h=4, w=4, cin=3, cout=4, kh=3, kw=3, sh=1, sw=1, dh=1, dw=1, groups=2,
-                         lo=-128, hi=127))], r"field 'cin' = 3: must be divisible by groups=2"),
-    ([(Opcode.CONV, dict(h=4, w=4, cin=2, cout=4, kh=3, kw=3, sh=1, sw=1, dh=1, dw=1, groups=1,
-                         acc=1))], r"field 'acc' = 1: accumulation needs out=i32"),
-    ([(Opcode.MATMUL, dict(m=1, n=1, k=1, in_dt=DType.I16))], None),
-    ([(Opcode.RESCALE, dict(count=1, shift=0, lo=-1, hi=1))], r"field 'shift' = 0"),
-    ([(Opcode.COPY, dict(src=0, dst=8, n0=16, n1=1, n2=1, ss0=1, ds0=1))],
+    ([(Opcode.FILL, {"dst": 0, "count": 4, "value": 300, "dt": DType.I8})], r"field 'value' = 300"),
+    ([(Opcode.CONV, {"h": 4, "w": 4, "cin": 3, "cout": 4, "kh": 3, "kw": 3, "sh": 1, "sw": 1, "dh": 1, "dw": 1, "groups": 2,
+                         "lo": -128, "hi": 127})], r"field 'cin' = 3: must be divisible by groups=2"),
+    ([(Opcode.CONV, {"h": 4, "w": 4, "cin": 2, "cout": 4, "kh": 3, "kw": 3, "sh": 1, "sw": 1, "dh": 1, "dw": 1, "groups": 1,
+                         "acc": 1})], r"field 'acc' = 1: accumulation needs out=i32"),
+    ([(Opcode.MATMUL, {"m": 1, "n": 1, "k": 1, "in_dt": DType.I16})], None),
+    ([(Opcode.RESCALE, {"count": 1, "shift": 0, "lo": -1, "hi": 1})], r"field 'shift' = 0"),
+    ([(Opcode.COPY, {"src": 0, "dst": 8, "n0": 16, "n1": 1, "n2": 1, "ss0": 1, "ds0": 1})],
      r"field 'dst' = 8: the destination overlaps the source"),
-    ([(Opcode.LOADW, dict(dram=0, clen=10, sram=0, count=16, fmt=2))], r"csr is reserved"),
-    ([(Opcode.LUT, dict(src=0, dst=0, table=0, count=1, pop_prev=1))],
+    ([(Opcode.LOADW, {"dram": 0, "clen": 10, "sram": 0, "count": 16, "fmt": 2})], r"csr is reserved"),
+    ([(Opcode.LUT, {"src": 0, "dst": 0, "table": 0, "count": 1, "pop_prev": 1})],
      r"field 'pop_prev' = 1: pops a token that no earlier instruction pushed"),
-    ([(Opcode.LOAD, dict(dram=0, sram=0, n0=1, n1=1, n2=1, pop_prev=1))],
+    ([(Opcode.LOAD, {"dram": 0, "sram": 0, "n0": 1, "n1": 1, "n2": 1, "pop_prev": 1})],
      r"the load queue has no prev queue"),
-    ([(Opcode.LOAD, dict(dram=0, sram=0, n0=1, n1=1, n2=1, push_next=1))],
+    ([(Opcode.LOAD, {"dram": 0, "sram": 0, "n0": 1, "n1": 1, "n2": 1, "push_next": 1})],
      r"tokens unbalanced at HALT: \{'load->compute': 1\}"),
     ([(Opcode.HALT, {}), (Opcode.NOP, {})], r"HALT before the end"),
 ])
@@ -176,11 +175,11 @@ def test_store_into_const_is_rejected() -> None:
 
 
 def test_numba_disable_jit_runs_the_same_code() -> None:
-    code = ("import numpy as np, sys; sys.path.insert(0, %r); from test_rt_program import "
+    code = (f"import numpy as np, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); from test_rt_program import "
             "small_program; from ocrc.runtime.vm import run_program; "
             "x = np.linspace(-3, 3, 24, dtype=np.float32).reshape(1, 2, 3, 4); "
             "o, s = run_program(small_program(), {'x': x}); "
-            "print(o['y'].tobytes().hex(), s.total_cycles)") % str(Path(__file__).parent)
+            "print(o['y'].tobytes().hex(), s.total_cycles)")
     outs = []
     for jit in ("0", "1"):
         env = dict(os.environ, NUMBA_DISABLE_JIT=jit)

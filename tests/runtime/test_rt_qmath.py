@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from ocrc.runtime import qmath as q
 
 RNG_SEED = 0
@@ -86,7 +85,7 @@ def test_quantize_dequantize() -> None:
 
 
 def _float_conv(x, w, b, stride, pads, dil, group):  # type: ignore[no-untyped-def]
-    n, cin, h, wd = x.shape
+    n, _cin, h, wd = x.shape
     cout, cg, kh, kw = w.shape
     xp = np.pad(x, ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
     ho = (h + pads[0] + pads[2] - dil[0] * (kh - 1) - 1) // stride[0] + 1

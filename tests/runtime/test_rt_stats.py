@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-
 from ocrc.runtime.builder import ProgramBuilder
 from ocrc.runtime.cycles import dma_cycles, gemm_cycles
 from ocrc.runtime.isa import DType, Opcode

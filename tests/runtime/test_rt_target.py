@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from ocrc.runtime.errors import TargetError
 from ocrc.runtime.target import load_target, presets, target_from_dict
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from rtutil import Image, run_single
-
 from ocrc.runtime import qmath as q
 from ocrc.runtime.cycles import gemm_cycles, insn_cycles
 from ocrc.runtime.isa import COL, DType, Opcode, PoolMode, Sparse
 from ocrc.runtime.target import load_target
+from rtutil import Image, run_single
 
 NPU = load_target("npu")
 
@@ -33,14 +32,14 @@ def _static(prog_fields: dict) -> int:  # type: ignore[type-arg]
 
 
 @pytest.mark.parametrize("geom", [
-    dict(h=6, w=7, cin=3, cout=5, kh=3, kw=3, sh=1, sw=1, dh=1, dw=1, pt=1, pb=1, pl=1, pr=1,
-         groups=1),
-    dict(h=9, w=8, cin=4, cout=6, kh=3, kw=2, sh=2, sw=1, dh=1, dw=2, pt=0, pb=2, pl=1, pr=0,
-         groups=2),
-    dict(h=5, w=6, cin=4, cout=4, kh=3, kw=3, sh=1, sw=1, dh=1, dw=1, pt=1, pb=1, pl=1, pr=1,
-         groups=4),  # depthwise
-    dict(h=4, w=5, cin=16, cout=8, kh=1, kw=1, sh=1, sw=1, dh=1, dw=1, pt=0, pb=0, pl=0, pr=0,
-         groups=1),  # the direct 1x1 path
+    {"h": 6, "w": 7, "cin": 3, "cout": 5, "kh": 3, "kw": 3, "sh": 1, "sw": 1, "dh": 1, "dw": 1, "pt": 1, "pb": 1, "pl": 1, "pr": 1,
+         "groups": 1},
+    {"h": 9, "w": 8, "cin": 4, "cout": 6, "kh": 3, "kw": 2, "sh": 2, "sw": 1, "dh": 1, "dw": 2, "pt": 0, "pb": 2, "pl": 1, "pr": 0,
+         "groups": 2},
+    {"h": 5, "w": 6, "cin": 4, "cout": 4, "kh": 3, "kw": 3, "sh": 1, "sw": 1, "dh": 1, "dw": 1, "pt": 1, "pb": 1, "pl": 1, "pr": 1,
+         "groups": 4},  # depthwise
+    {"h": 4, "w": 5, "cin": 16, "cout": 8, "kh": 1, "kw": 1, "sh": 1, "sw": 1, "dh": 1, "dw": 1, "pt": 0, "pb": 0, "pl": 0, "pr": 0,
+         "groups": 1},  # the direct 1x1 path
 ])
 def test_conv_matches_conv_ref(geom: dict) -> None:  # type: ignore[type-arg]
     rng = np.random.default_rng(0)
@@ -51,8 +50,8 @@ def test_conv_matches_conv_ref(geom: dict) -> None:  # type: ignore[type-arg]
     bias, mult, shift = _qp(rng, geom["cout"])
     zx, zy = 5, -3
     pads = (geom["pt"], geom["pl"], geom["pb"], geom["pr"])
-    args = dict(strides=(geom["sh"], geom["sw"]), pads=pads, dilations=(geom["dh"], geom["dw"]),
-                group=g)
+    args = {"strides": (geom["sh"], geom["sw"]), "pads": pads, "dilations": (geom["dh"], geom["dw"]),
+                "group": g}
     want = q.conv_ref(x, w, bias, mult, shift, zx, zy, -100, 120, **args)
     img = Image()
     img.put(0, x[0].transpose(1, 2, 0))
@@ -87,7 +86,7 @@ def test_matmul_strided_accumulate_and_int16() -> None:
     prev = rng.integers(-1000, 1000, (m, n)).astype(np.int32)
     for i in range(m):
         img.put(8192 + i * 96, prev[i])  # d_rs = 96 bytes
-    f = dict(a=0, b=1024, qp=4096, dst=8192, m=m, n=n, k=k, a_rs=64, d_rs=96, zx=-7)
+    f = {"a": 0, "b": 1024, "qp": 4096, "dst": 8192, "m": m, "n": n, "k": k, "a_rs": 64, "d_rs": 96, "zx": -7}
     out, stats = run_single(Opcode.MATMUL, img.b, out=DType.I8, zy=2, lo=-128, hi=127, **f)
     want = q.dense_ref(a, w, bias, mult, shift, -7, 2, -128, 127)
     got = np.stack([Image.get(out, 8192 + i * 96, n, np.int8) for i in range(m)])
@@ -113,8 +112,8 @@ def test_sparsity_cycles() -> None:
     w[:32, :64] = 0  # column fold 0: two zero K-blocks of 32
     img = Image()
     img.put(1024, w)
-    f = dict(a=0, b=1024, qp=12288, dst=14000 // 4 * 4, m=m, n=n, k=k, a_rs=k, d_rs=n,
-             out=DType.I8, lo=-128, hi=127)
+    f = {"a": 0, "b": 1024, "qp": 12288, "dst": 14000 // 4 * 4, "m": m, "n": n, "k": k, "a_rs": k, "d_rs": n,
+             "out": DType.I8, "lo": -128, "hi": 127}
     _, s = run_single(Opcode.MATMUL, img.b, sparse=Sparse.ZERO_BLOCK, **f)
     kf = np.array([k - 64, k])
     from ocrc.runtime.cycles import gemm_cycles_kf
@@ -189,8 +188,8 @@ def test_requant_and_int_ops() -> None:
     b = rng.integers(-32768, 32768, 64).astype(np.int16)
     img.put(4096, a)
     img.put(4608, b)
-    i16 = dict(a=4096, b=4608, count=64, b_period=64, a_dt=DType.I16, b_dt=DType.I16,
-               out_dt=DType.I16, lo=-32768, hi=32767)
+    i16 = {"a": 4096, "b": 4608, "count": 64, "b_period": 64, "a_dt": DType.I16, "b_dt": DType.I16,
+               "out_dt": DType.I16, "lo": -32768, "hi": 32767}
     a64, b64 = a.astype(np.int64), b.astype(np.int64)
     got = _vec(Opcode.IMUL, img, 64, np.int16, mult=1, shift=15, **i16)
     assert np.array_equal(got, q.mul16_ref(a64, b64, 1, 15, -32768, 32767))
@@ -212,8 +211,8 @@ def test_pool(mode: PoolMode) -> None:
     img.put(0, x[0].transpose(1, 2, 0))
     mult, shift = q.avgpool_multipliers(0.8, 6)
     img.put(1024, np.concatenate([mult, shift]).astype(np.int32))
-    f = dict(src=0, qp=1024, h=h, w=w, c=c, kh=2, kw=3, sh=2, sw=2, pt=1, pb=0, pl=1, pr=1,
-             zx=-3, zy=2, lo=-120, hi=127, mode=mode)
+    f = {"src": 0, "qp": 1024, "h": h, "w": w, "c": c, "kh": 2, "kw": 3, "sh": 2, "sw": 2, "pt": 1, "pb": 0, "pl": 1, "pr": 1,
+             "zx": -3, "zy": 2, "lo": -120, "hi": 127, "mode": mode}
     pads = (1, 1, 0, 1)
     if mode == PoolMode.MAX:
         want = q.maxpool_ref(x, (2, 3), (2, 2), pads, -120, 127)
