@@ -23,6 +23,7 @@ from onnx import helper, numpy_helper
 
 from ocrc.compiler.errors import OnnxImportError, UnsupportedOpError
 from ocrc.compiler.ir.graph import Graph, Value
+from ocrc.compiler.ir.printer import sanitize
 from ocrc.compiler.ir.types import TensorType
 from ocrc.compiler.ir.verify import verify
 from ocrc.frontend import onnx_ops, onnx_tensor_ops
@@ -162,9 +163,9 @@ def _input_type(vi: onnx.ValueInfoProto, given: Sequence[int] | None, where: str
                               f"has {len(given)} dims, the model expects {len(dims)}: {spec}")
     for i, (g, d) in enumerate(zip(given, dims)):
         if g < 0 or (isinstance(d, int) and g != d) or (isinstance(d, str) and g < 1):
-            want = f"fixed to {d}" if isinstance(d, int) else "a positive size"
+            want = f"the model fixes it to {d}" if isinstance(d, int) else "expected >= 1"
             raise OnnxImportError(f"{where}: --input-shape {vi.name}={','.join(map(str, given))}"
-                                  f": dim {i} is {g}, the model expects {want} ({spec})")
+                                  f": dim {i} is {g}, but {want} ({spec})")
     return TensorType(dtype, tuple(int(g) for g in given))
 
 
@@ -212,7 +213,7 @@ def _convert_node(b: OnnxBuilder, node: onnx.NodeProto, env: dict[str, Value]) -
         if i >= len(outs):
             raise b.unsupported(f"output {i} ('{name}')")
         if outs[i] in created:
-            outs[i].name = name  # the ONNX tensor name is the value's name hint
+            outs[i].name = sanitize(name)  # the ONNX tensor name is the value's name hint
         env[name] = outs[i]
 
 
@@ -237,9 +238,9 @@ def import_onnx(model: str | os.PathLike[str] | onnx.ModelProto,
     b = OnnxBuilder(opset)
     env: dict[str, Value] = {}
     for name, t in inits.items():  # initializers that are also inputs (old IR) are constants
-        env[name] = b.const(_initializer(t, where), name=name)
-    for vi in runtime:
-        env[vi.name] = b.input(vi.name, _input_type(vi, shapes.get(vi.name), where))
+        env[name] = b.const(_initializer(t, where), name=sanitize(name))
+    for vi in runtime:  # named as the text form spells them ('gpu_0/data_0' -> gpu_0_data_0)
+        env[vi.name] = b.input(sanitize(vi.name), _input_type(vi, shapes.get(vi.name), where))
     for i, node in enumerate(graph.node):
         b.node_name, b.op_type = node.name or f"{node.op_type}_{i}", node.op_type
         b.n_outputs = len(node.output)

@@ -18,6 +18,7 @@ from ocrc.compiler.ir.opdef import AttrDef, Attrs, defop, same_as_first
 from ocrc.compiler.ir.ops.elementwise import apply_activation
 from ocrc.compiler.ir.types import TensorType
 
+COL_BLOCK_BYTES = 1 << 23  # im2col block size of the reference conv
 EPILOGUE_ATTRS = {"act": AttrDef("str", "none"), "act_params": AttrDef("floats", ())}
 WINDOW_ATTRS = {
     "strides": AttrDef("ints", (1, 1)),
@@ -98,12 +99,17 @@ def conv2d(x: np.ndarray, w: np.ndarray, strides: Sequence[int], pads: Sequence[
     win = win[:, :, ::sh, ::sw, ::dh, ::dw]  # [N, C, OH, OW, KH, KW]
     n, _, oh, ow = win.shape[:4]
     mg = m // group
-    outs = []
+    y = np.empty((n, oh, ow, m), acc)
+    # Blocks of output rows keep each im2col matrix near COL_BLOCK_BYTES (cache-sized).
+    rows = max(1, COL_BLOCK_BYTES // max(1, n * ow * cg * kh * kw * np.dtype(acc).itemsize))
     for gi in range(group):
-        cols = win[:, gi * cg:(gi + 1) * cg].transpose(0, 2, 3, 1, 4, 5).reshape(n, oh * ow, -1)
-        wg = w[gi * mg:(gi + 1) * mg].reshape(mg, -1)
-        outs.append(np.matmul(cols, wg.T.astype(acc)).transpose(0, 2, 1))  # [N, mg, OH*OW]
-    return np.concatenate(outs, axis=1).reshape(n, m, oh, ow).astype(x.dtype)
+        wg = w[gi * mg:(gi + 1) * mg].reshape(mg, -1).T.astype(acc)
+        for r in range(0, oh, rows):
+            cols = win[:, gi * cg:(gi + 1) * cg, r:r + rows].transpose(0, 2, 3, 1, 4, 5)
+            nr = cols.shape[1]
+            y[:, r:r + nr, :, gi * mg:(gi + 1) * mg] = (
+                cols.reshape(n * nr * ow, -1) @ wg).reshape(n, nr, ow, mg)
+    return y.transpose(0, 3, 1, 2).astype(x.dtype)
 
 
 def _ref_conv(xs: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.ndarray]:

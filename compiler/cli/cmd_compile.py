@@ -1,0 +1,64 @@
+"""`ocrc compile MODEL.onnx -t ir -o OUT.ir [--input-shape NAME=D0,D1,...] [pipeline options]`:
+import an ONNX model, run the pass pipeline and write the text IR and its .npz atomically.
+
+Also home of the `--input-shape` option that `ocrc inspect` shares."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ocrc.compiler.cli.pipeline_options import add_pipeline_options, run_pipeline
+from ocrc.compiler.ir.irfile import save_ir
+from ocrc.frontend.onnx_import import import_onnx
+from ocrc.runtime.errors import OcrcError
+
+TARGETS = ("ir", "npu", "onnx")
+AVAILABLE_TARGETS = ("ir",)
+
+
+def add_input_shape_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input-shape", action="append", default=[], metavar="NAME=D0,D1,...",
+                   help="bind the dims of input NAME (needed for symbolic dims; repeatable)")
+
+
+def input_shapes(specs: list[str]) -> dict[str, list[int]]:
+    """`NAME=D0,D1,...` options as {NAME: [D0, D1, ...]}; OcrcError naming a bad one."""
+    out: dict[str, list[int]] = {}
+    for spec in specs:
+        name, sep, dims = spec.partition("=")
+        try:
+            shape = [int(d) for d in dims.split(",")]
+        except ValueError:
+            shape = []
+        if not sep or not name or not shape:
+            raise OcrcError(f"--input-shape {spec!r}: expected NAME=D0,D1,... with integer dims")
+        if name in out:
+            raise OcrcError(f"--input-shape: input '{name}' given twice")
+        out[name] = shape
+    return out
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("compile", help="compile an ONNX model (to text IR for now)")
+    p.add_argument("model", type=Path, help="an .onnx file")
+    p.add_argument("-t", "--target", default="ir", metavar="TARGET",
+                   help=f"what to produce: {', '.join(TARGETS)} (default: ir)")
+    p.add_argument("-o", "--output", type=Path, help="output file (default: MODEL.ir here)")
+    add_input_shape_option(p)
+    add_pipeline_options(p)
+    return p
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.target not in TARGETS:
+        raise OcrcError(f"--target {args.target!r}: unknown target; expected one of "
+                        f"{', '.join(TARGETS)}")
+    if args.target not in AVAILABLE_TARGETS:
+        raise OcrcError(f"--target {args.target!r}: target '{args.target}' is not available "
+                        f"yet (available: {', '.join(AVAILABLE_TARGETS)})")
+    shapes = input_shapes(args.input_shape)
+    graph = run_pipeline(import_onnx(args.model, shapes), args)
+    out: Path = args.output or Path(args.model.stem + ".ir")
+    save_ir(graph, out)
+    return 0
