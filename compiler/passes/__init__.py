@@ -20,6 +20,9 @@ from ocrc.compiler.passes import (  # noqa: F401  (each module registers its pas
     fold_pad,
     fuse_act,
     fuse_residual,
+    lowrank,
+    prune,
+    quantize,
 )
 from ocrc.compiler.passes.base import (
     PASSES,
@@ -33,8 +36,19 @@ from ocrc.compiler.passes.base import (
     run_passes,
 )
 
-__all__ = ["PASSES", "DumpIR", "Instrument", "Pass", "PassContext", "PrintIR", "TimePasses",
-           "register", "run_passes", "parse_pipeline", "pass_options"]
+__all__ = [
+    "PASSES",
+    "DumpIR",
+    "Instrument",
+    "Pass",
+    "PassContext",
+    "PrintIR",
+    "TimePasses",
+    "parse_pipeline",
+    "pass_options",
+    "register",
+    "run_passes",
+]
 
 _NAME = re.compile(r"[a-z][a-z0-9-]*")
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")

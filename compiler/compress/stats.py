@@ -1,0 +1,87 @@
+"""Activation statistics on calibration data for the data-aware compression methods: the Gram
+matrix X^T X of a weight site's inputs (in the reduction order of `sites.to_rows`) and feature
+maps of chosen values, collected by running the reference interpreter."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from ocrc.compiler.compress.sites import Site
+from ocrc.compiler.errors import PassError
+from ocrc.compiler.ir import interp
+from ocrc.compiler.ir.graph import Graph, Node, Value
+
+Samples = Iterable[Mapping[str, np.ndarray]]
+
+
+def matching(g: Graph, samples: Samples | None, what: str) -> list[Mapping[str, np.ndarray]]:
+    """The samples whose input shapes fit `g` (others are skipped: a static-shape graph only
+    runs its own width); PassError if none do."""
+    if samples is None:
+        raise PassError(f"{what} needs calibration data (PassContext.options['calibration'] or "
+                        "--calib)")
+    want = {v.name: v.type.shape for v in g.inputs}
+    out = [s for s in samples if all(np.shape(s.get(k)) == shp for k, shp in want.items())]
+    if not out:
+        shapes = ", ".join(f"{k} {list(s)}" for k, s in want.items())
+        raise PassError(f"{what}: no calibration sample has the graph's input shape ({shapes})")
+    return out
+
+
+def observe(g: Graph, samples: Sequence[Mapping[str, np.ndarray]], values: Sequence[Value],
+            fn: Callable[[Value, np.ndarray], None]) -> None:
+    """Call fn(value, array) for each wanted value on each sample."""
+    wanted = set(values)
+    for s in samples:
+        for v in g.inputs:
+            if v in wanted:
+                fn(v, np.asarray(s[v.name]))
+
+        def hook(n: Node, outs: list[np.ndarray]) -> None:
+            for v, a in zip(n.outputs, outs):
+                if v in wanted:
+                    fn(v, a)
+
+        interp.run(g, s, hook)
+
+
+def patches(x: np.ndarray, node: Node) -> np.ndarray:
+    """im2col rows [positions, kh*kw*cin] of a group-1 conv's input, NPU order (cin inner)."""
+    kh, kw = node.inputs[1].type.shape[2:]  # type: ignore[union-attr]
+    (sh, sw), (pt, pl, pb, pr), (dh, dw) = (node.attr("strides"), node.attr("pads"),
+                                            node.attr("dilations"))
+    xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    win = sliding_window_view(xp, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(2, 3))
+    win = win[:, :, ::sh, ::sw, ::dh, ::dw]  # [N, C, OH, OW, KH, KW]
+    return win.transpose(0, 2, 3, 4, 5, 1).reshape(-1, kh * kw * x.shape[1])
+
+
+def input_rows(site: Site, x: np.ndarray) -> np.ndarray:
+    """The site's input activations as rows of its reduction axis."""
+    if site.kind == "conv":
+        return patches(x, site.node)
+    return x.reshape(-1, x.shape[-1])
+
+
+def input_grams(g: Graph, sites: Sequence[Site],
+                samples: Sequence[Mapping[str, np.ndarray]]) -> dict[Site, np.ndarray]:
+    """X^T X of every site's inputs (sites of group>1 convs and LSTM R are left out)."""
+    usable = [s for s in sites if s.kind != "lstm.r" and
+              not (s.kind == "conv" and s.node.attr("group") != 1)]
+    by_value: dict[Value, list[Site]] = {}
+    for s in usable:
+        x = s.node.inputs[0]
+        assert x is not None
+        by_value.setdefault(x, []).append(s)
+    grams: dict[Site, np.ndarray] = {}
+
+    def add(v: Value, a: np.ndarray) -> None:
+        for s in by_value[v]:
+            rows = input_rows(s, a.astype(np.float64))
+            grams[s] = grams.get(s, 0) + rows.T @ rows
+
+    observe(g, samples, list(by_value), add)
+    return grams
