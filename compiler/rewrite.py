@@ -87,7 +87,7 @@ class Rewriter:
         assert len(outs) == 1, f"{op} has {len(outs)} outputs"
         return outs[0]
 
-    def const(self, array: np.ndarray | float | int, dtype: Any = np.float32) -> Value:
+    def const(self, array: np.ndarray | float, dtype: Any = np.float32) -> Value:
         """A new `const` (float32 unless `dtype` says otherwise)."""
         arr = np.array(array, dtype=dtype, order="C")  # ascontiguousarray would make 0-d 1-d
         return self.emit("const", (), {"value": arr}, name="")

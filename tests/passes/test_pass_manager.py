@@ -71,8 +71,7 @@ def test_pipeline_text_with_options_and_named_pipelines() -> None:
 @pytest.mark.parametrize("text, message", [
     ("fuse-actt", r"unknown pass 'fuse-actt'; valid passes: " + re.escape(", ".join(
         sorted(PASSES))) + "; named pipelines: " + ", ".join(sorted(PIPELINES))),
-    ("fuse-act{bogus=1}", r"pass 'fuse-act' has no option 'bogus'; valid options: "
-                          r"into_epilogue"),
+    ("fuse-act{bogus=1}", r"pass 'fuse-act' has no option 'bogus'; valid options: into_epilogue"),
     ("fold-pad{x=1}", r"pass 'fold-pad' has no option 'x'; valid options: none"),
     ("fuse-act{into_epilogue=maybe}", r"option 'into_epilogue' needs a bool, got 'maybe'"),
     ("canonicalize{fold_limit=big}", r"option 'fold_limit' needs a int, got 'big'"),
