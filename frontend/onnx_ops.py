@@ -19,7 +19,7 @@ from ocrc.frontend.onnx_builder import OnnxBuilder as B
 V = Value | None
 
 
-# --- helpers ------------------------------------------------------------------------------------
+# --- helpers ----------------------------------------------------------------------------------
 def _spatial_2d(b: B, x: Value, what: str) -> int:
     """Number of spatial axes of NC... input x: 1 or 2 (1-D is imported as H=1)."""
     n = x.type.rank - 2
@@ -66,7 +66,7 @@ def _drop(b: B, y: Value, n: int) -> Value:
     return y if n == 2 else b.reshape(y, y.type.shape[:2] + y.type.shape[3:])
 
 
-# --- convolution ------------------------------------------------------------------------------------
+# --- convolution ------------------------------------------------------------------------------
 def Conv(b: B, x: Value, w: Value, bias: V = None, *, auto_pad: str = "NOTSET",
          dilations: Sequence[int] | None = None, group: int = 1,
          kernel_shape: Sequence[int] | None = None, pads: Sequence[int] | None = None,
@@ -154,7 +154,7 @@ def BatchNormalization(b: B, x: Value, scale: Value, bias: Value, mean: Value, v
     return b.op("batch_norm", x, scale, bias, mean, var, epsilon=epsilon)
 
 
-# --- pooling ---------------------------------------------------------------------------------------
+# --- pooling ----------------------------------------------------------------------------------
 def _pool(b: B, op: str, x: Value, kernel_shape: Sequence[int], auto_pad: str,
           strides: Sequence[int] | None, pads: Sequence[int] | None,
           dilations: Sequence[int] | None, ceil_mode: int, **extra: int) -> Value:
@@ -197,7 +197,7 @@ def LRN(b: B, x: Value, *, size: int, alpha: float = 1e-4, beta: float = 0.75,
     return b.op("lrn", x, size=size, alpha=alpha, beta=beta, bias=bias)
 
 
-# --- recurrent ---------------------------------------------------------------------------------------
+# --- recurrent --------------------------------------------------------------------------------
 def LSTM(b: B, x: Value, w: Value, r: Value, bias: V = None, sequence_lens: V = None,
          initial_h: V = None, initial_c: V = None, p: V = None, *,
          activation_alpha: Sequence[float] | None = None,
@@ -234,7 +234,7 @@ def LSTM(b: B, x: Value, w: Value, r: Value, bias: V = None, sequence_lens: V = 
     return y, yh, yc
 
 
-# --- elementwise ---------------------------------------------------------------------------------
+# --- elementwise ------------------------------------------------------------------------------
 def Add(b: B, x: Value, y: Value) -> Value:
     return b.op("add", x, y)
 

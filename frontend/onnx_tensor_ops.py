@@ -40,7 +40,7 @@ def _axes(b: B, axes_in: V, axes_attr: Sequence[int] | None) -> list[int] | None
     return list(axes_attr) if axes_attr is not None else None
 
 
-# --- reshapes -------------------------------------------------------------------------------------
+# --- reshapes ---------------------------------------------------------------------------------
 def Reshape(b: B, x: Value, shape: Value, *, allowzero: int = 0) -> Value:
     target = b.ints_of(shape, "target shape")
     dims = [x.type.shape[i] if d == 0 and not allowzero else d for i, d in enumerate(target)]
@@ -94,7 +94,7 @@ def Dropout(b: B, x: Value, ratio: V = None, training_mode: V = None, *,
     return x
 
 
-# --- joins and cuts -----------------------------------------------------------------------------
+# --- joins and cuts ---------------------------------------------------------------------------
 def Concat(b: B, *xs: Value, axis: int) -> Value:
     xs = tuple(x for x in xs if x.type.size or len(xs) == 1)  # ONNX allows empty operands
     return xs[0] if len(xs) == 1 else b.op("concat", *xs, axis=axis)
@@ -165,7 +165,7 @@ def Gather(b: B, x: Value, indices: Value, *, axis: int = 0) -> Value:
     return b.op("gather", x, indices, axis=axis)
 
 
-# --- shapes and constants -----------------------------------------------------------------------
+# --- shapes and constants ---------------------------------------------------------------------
 def Shape(b: B, x: Value, *, start: int = 0, end: int | None = None) -> Value:
     return b.const(np.array(x.type.shape[start:end], np.int64))
 
@@ -219,7 +219,7 @@ def CastLike(b: B, x: Value, like: Value, *, saturate: int = 1,
     return x if dt == x.type.dtype else b.op("cast", x, to=dt.value)
 
 
-# --- resizing ------------------------------------------------------------------------------------
+# --- resizing ---------------------------------------------------------------------------------
 def _resize(b: B, x: Value, scales: list[float] | None, sizes: list[int] | None,
             roi: list[float], **attrs: Any) -> Value:
     shape = x.type.shape

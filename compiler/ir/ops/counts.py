@@ -22,12 +22,12 @@ def _prod(shape: tuple[int, ...]) -> int:
 
 
 def _conv(n: Node) -> int:
-    m, cg, kh, kw = n.inputs[1].type.shape  # type: ignore[union-attr]
+    _, cg, kh, kw = n.inputs[1].type.shape  # type: ignore[union-attr]
     return _prod(n.output.type.shape) * cg * kh * kw
 
 
 def _conv_transpose(n: Node) -> int:
-    c, mg, kh, kw = n.inputs[1].type.shape  # type: ignore[union-attr]
+    _, mg, kh, kw = n.inputs[1].type.shape  # type: ignore[union-attr]
     return _prod(n.inputs[0].type.shape) * mg * kh * kw  # type: ignore[union-attr]
 
 

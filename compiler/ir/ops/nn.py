@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ocrc.compiler.ir.opdef import AttrDef, Attrs, defop, same_as_first
+from ocrc.compiler.ir.opdef import AttrDef, Attrs, defop
 from ocrc.compiler.ir.ops.elementwise import apply_activation
 from ocrc.compiler.ir.types import TensorType
 

@@ -105,7 +105,7 @@ AVG_POOL = defop("avg_pool", ("x",), _infer_pool, _ref_avg_pool,
                  attrs={**POOL_ATTRS, "count_include_pad": AttrDef("int", 0)}, traits=("pool",))
 
 
-# --- global pools -------------------------------------------------------------------------------
+# --- global pools -----------------------------------------------------------------------------
 def _infer_global(types: Sequence[TensorType | None], attrs: Attrs) -> list[TensorType]:
     x = types[0]
     assert x is not None
@@ -129,7 +129,7 @@ GLOBAL_MAX_POOL = defop(
     "Maximum over every spatial axis (axes 2..), kept as size-1 axes.", traits=("pool",))
 
 
-# --- local response normalisation -----------------------------------------------------------
+# --- local response normalisation -------------------------------------------------------------
 def _infer_lrn(types: Sequence[TensorType | None], attrs: Attrs) -> list[TensorType]:
     x = types[0]
     assert x is not None

@@ -29,7 +29,7 @@ def normalize_axis(axis: int, rank: int) -> int:
     return axis % rank
 
 
-# --- reshape / transpose --------------------------------------------------------------------
+# --- reshape / transpose ----------------------------------------------------------------------
 def _infer_reshape(types: Sequence[TensorType | None], attrs: Attrs) -> list[TensorType]:
     x, shape = _one(types), tuple(attrs["shape"])
     if min(shape, default=0) < 0 or int(np.prod(shape, dtype=np.int64)) != x.size:
@@ -97,7 +97,7 @@ SPLIT = defop("split", ("x",), _infer_split, _ref_split,
               num_outputs=lambda a: len(a["sizes"]))
 
 
-# --- slice --------------------------------------------------------------------------------------
+# --- slice ------------------------------------------------------------------------------------
 def slice_bounds(dim: int, start: int, end: int, step: int) -> slice:
     """ONNX Slice's clamping of (start, end) for one axis, as a Python slice."""
     if step == 0:
@@ -141,7 +141,7 @@ SLICE = defop("slice", ("x",), _infer_slice,
                      "axes": AttrDef("ints", ()), "steps": AttrDef("ints", ())})
 
 
-# --- pad ------------------------------------------------------------------------------------------
+# --- pad --------------------------------------------------------------------------------------
 PAD_MODES = ("constant", "reflect", "edge", "wrap")
 
 
@@ -180,7 +180,7 @@ PAD = defop("pad", ("x",), _infer_pad, _ref_pad,
                    "value": AttrDef("float", 0.0)})
 
 
-# --- expand / tile / gather ------------------------------------------------------------------
+# --- expand / tile / gather -------------------------------------------------------------------
 def _infer_expand(types: Sequence[TensorType | None], attrs: Attrs) -> list[TensorType]:
     x = _one(types)
     try:
