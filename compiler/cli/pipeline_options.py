@@ -10,8 +10,16 @@ from pathlib import Path
 
 from ocrc.compiler.errors import PassError
 from ocrc.compiler.ir.graph import Graph
-from ocrc.compiler.passes import PASSES, DumpIR, Instrument, PassContext, PrintIR, TimePasses
-from ocrc.compiler.passes import run_passes
+from ocrc.compiler.passes import (
+    PASSES,
+    DumpIR,
+    Instrument,
+    Pass,
+    PassContext,
+    PrintIR,
+    TimePasses,
+    run_passes,
+)
 from ocrc.compiler.pipeline import DEFAULT, PIPELINES, build_pipeline
 
 
@@ -36,6 +44,7 @@ def add_pipeline_options(p: argparse.ArgumentParser, default: str = DEFAULT,
                    help="print a table of the time spent in each pass (stderr)")
     g.add_argument("--verify-each", action="store_true",
                    help="verify the IR after every pass")
+    add_quant_options(p)
 
 
 def _check_names(option: str, names: list[str]) -> tuple[str, ...]:
@@ -60,7 +69,52 @@ def run_pipeline(graph: Graph, args: argparse.Namespace, verify_each: bool = Fal
     if timer is not None:
         instruments.append(timer)
     ctx = PassContext(instruments=instruments, verify_each=verify_each or args.verify_each)
+    passes += quant_passes(graph, args, ctx)
     out = run_passes(graph, passes, ctx)
     if timer is not None:
         sys.stderr.write(timer.table())
+    report_quant(args, ctx)
     return out
+
+
+# --- quantisation options (owned by the quantiser, compiler/quant) ------------------------------
+def add_quant_options(p: argparse.ArgumentParser) -> None:
+    """Add --quant, --calib, --quant-method and --quant-report (docs/quantization.md)."""
+    from ocrc.compiler.quant.observers import METHODS
+
+    g = p.add_argument_group("quantisation")
+    g.add_argument("--quant", choices=("int8", "none"), default="none",
+                   help="int8: append the `quantize` pass to the pipeline (needs --calib)")
+    g.add_argument("--calib", type=Path, metavar="DIR|FILE.npz",
+                   help="calibration inputs: a directory of .npy files (one input tensor each) "
+                        "or an .npz archive")
+    g.add_argument("--quant-method", choices=METHODS, default="minmax",
+                   help="how activation ranges are chosen (default: minmax)")
+    g.add_argument("--quant-report", type=Path, metavar="FILE.json",
+                   help="write per-layer SQNR/cosine vs float (entire and single modes, worst "
+                        "first) and print the worst layers (stderr)")
+
+
+def quant_passes(graph: Graph, args: argparse.Namespace, ctx: PassContext) -> list[Pass]:
+    """The `quantize` pass --quant int8 asks for (none otherwise), its data in ctx.options."""
+    from ocrc.compiler.quant.calibrate import load_calibration_set
+
+    quant = getattr(args, "quant", "none")
+    if quant != "int8":
+        for opt in ("calib", "quant_report"):
+            if getattr(args, opt, None) is not None:
+                raise PassError(f"--{opt.replace('_', '-')} needs --quant int8")
+        return []
+    if args.calib is None:
+        raise PassError("--quant int8 needs calibration data: --calib DIR|FILE.npz")
+    ctx.options["calibration"] = load_calibration_set(args.calib, graph)
+    if args.quant_report is not None:
+        ctx.options["quant_report"] = args.quant_report
+    return build_pipeline(f"quantize{{method={args.quant_method}}}")
+
+
+def report_quant(args: argparse.Namespace, ctx: PassContext, worst: int = 10) -> None:
+    rep = ctx.options.get("quant_report_table")
+    if rep is not None:
+        sys.stderr.write(f"quantisation report ({args.quant_report}), {worst} worst layers:\n")
+        sys.stderr.write(rep.table(worst))

@@ -16,7 +16,7 @@ import numpy as np
 
 from ocrc.compiler.ir.graph import Builder, Graph, Node, Value
 from ocrc.compiler.ir.opdef import OPS
-from ocrc.compiler.ir.ops.elementwise import ACTIVATIONS, ACTIVATION_OPS
+from ocrc.compiler.ir.ops.elementwise import ACTIVATIONS
 from ocrc.compiler.ir.ops.quant import MAX_K
 from ocrc.compiler.quant.calibrate import CalibTable
 from ocrc.compiler.quant.lower_lstm import emit_qlstm
@@ -41,6 +41,7 @@ class QuantResult:
     qvalue: dict[str, Value] = field(default_factory=dict)
     qparams: dict[str, QParams] = field(default_factory=dict)
     layers: list[tuple[str, str]] = field(default_factory=list)  # (float value, layer name)
+    table_inputs: set[str] = field(default_factory=set)  # clipped where their tables are flat
 
 
 # --- prepare ---------------------------------------------------------------------------------
@@ -95,6 +96,7 @@ class _Q:
         self.env: dict[Value, Value] = {}  # float value -> int8 value
         self.fenv: dict[Value, Value] = {}  # float value -> float value in the new graph
         self.outputs = set(g.outputs)
+        self.users = g.users()
 
     # parameters --------------------------------------------------------------------------
     def qp(self, v: Value) -> QParams:
@@ -105,7 +107,14 @@ class _Q:
             raise QuantizeError(f"value %{v.name} was not calibrated (no observer); run "
                                 "calibration on the prepared graph")
         method = "minmax" if v in self.outputs else self.method
-        qp = qparams_from_range(*ob.choose_range(method, self.percentile))
+        lo, hi = ob.choose_range(method, self.percentile)
+        fns = [(u, unary_fn(u, self.consts)) for u in self.users.get(v, [])]
+        if fns and v not in self.outputs and all(f is not None for _, f in fns):
+            # Only tables read v: its range may shrink to where some table is not flat.
+            bounds = [flat_clip(f, lo, hi, self.qp(u.outputs[0]).scale) for u, f in fns]
+            lo, hi = min(b[0] for b in bounds), max(b[1] for b in bounds)
+            self.res.table_inputs.add(v.name)
+        qp = qparams_from_range(lo, hi)
         self.res.qparams[v.name] = qp
         return qp
 
@@ -197,14 +206,6 @@ class _Q:
         ca, cc = self.consts.get(a), self.consts.get(c)
         if ca is not None and cc is not None:
             raise QuantizeError(f"{n.label()}: both operands are constants (fold them first)")
-        scalar = cc if cc is not None and cc.size == 1 else (
-            ca if ca is not None and ca.size == 1 else None)
-        if scalar is not None:  # a function of one tensor: a table
-            s = np.float32(scalar.reshape(()))
-            first = ca is None
-            ref = OPS[n.op.name].ref
-            self.lut(n, lambda x: ref([x, s] if first else [s, x], {})[0])
-            return
         out = n.outputs[0]
         qpy = self.qp(out)
         qa, qc = self.q(a, n), self.q(c, n)
@@ -278,15 +279,37 @@ def _act_clamp(act: str, params: tuple[float, ...], qp: QParams, n: Node) -> tup
     raise QuantizeError(f"{n.label()}: act '{act}' cannot be a clamp (prepare() splits it)")
 
 
-def _is_unary_fn(n: Node, consts: dict[Value, np.ndarray]) -> bool:
-    """An elementwise op of one tensor (plus scalar constants): it can become a table."""
-    if "activation" in n.op.traits and n.op.name != "prelu":
-        return True
-    if "binary" in n.op.traits and n.op.name in ("add", "sub", "mul", "div", "max", "min"):
-        vs = [v for v in n.inputs if v is not None]
-        nconst = [v for v in vs if v in consts and consts[v].size == 1]
-        return len(nconst) == 1 and len(vs) == 2
-    return False
+def unary_fn(n: Node, consts: dict[Value, np.ndarray]) -> Any | None:
+    """The float function x -> y of an elementwise op of one tensor (plus scalar constants),
+    which can become a table; None for any other op."""
+    if "activation" in n.op.traits and n.op.name in ACTIVATIONS:
+        act, attrs = ACTIVATIONS[n.op.name], n.all_attrs
+        params = [attrs[p] for p, _ in act.params]
+        return lambda x: act.fn(x, *params)
+    if n.op.name not in ("add", "sub", "mul", "div", "max", "min"):
+        return None
+    a, c = n.inputs
+    scalar = [v for v in (a, c) if v in consts and consts[v].size == 1]
+    if len(scalar) != 1 or (a in consts and c in consts):
+        return None
+    s = np.float32(consts[scalar[0]].reshape(()))
+    ref, first = n.op.ref, scalar[0] is c
+    return lambda x: ref([x, s] if first else [s, x], {})[0]
+
+
+def flat_clip(fn: Any, lo: float, hi: float, step: float) -> tuple[float, float]:
+    """The part of [lo, hi] where the int8 table of fn is not constant: beyond the returned
+    bounds rint(fn(x) / step) does not change, so clipping the input there changes no output
+    and buys input resolution (docs §5)."""
+    if hi - lo <= 0:
+        return lo, hi
+    x = np.linspace(lo, hi, 8193)
+    yq = np.rint(np.asarray(fn(x.astype(np.float32)), np.float64) / step)
+    left = int(np.argmax(yq != yq[0])) if (yq != yq[0]).any() else len(x)
+    right = int(np.argmax(yq[::-1] != yq[-1])) if (yq != yq[-1]).any() else len(x)
+    new_lo = float(x[max(left - 1, 0)])
+    new_hi = float(x[len(x) - 1 - max(right - 1, 0)])
+    return (new_lo, new_hi) if new_lo < new_hi else (lo, hi)
 
 
 def quantize_graph(g: Graph, table: CalibTable, method: str = "minmax",
@@ -307,14 +330,8 @@ def quantize_graph(g: Graph, table: CalibTable, method: str = "minmax",
             _emit_float(st, n)
         elif name in ("conv", "dense") or (name == "matmul" and n.inputs[1] in st.consts):
             st.mac(n)
-        elif _is_unary_fn(n, st.consts):
-            if name in ACTIVATION_OPS:
-                attrs = n.all_attrs
-                act = ACTIVATIONS[name]
-                params = [attrs[p] for p, _ in act.params]
-                st.lut(n, lambda x, f=act.fn, p=params: f(x, *p))
-            else:
-                st.binary(n)
+        elif (fn := unary_fn(n, st.consts)) is not None:
+            st.lut(n, fn)
         elif name in ("add", "mul", "sub", "div"):
             st.binary(n)
         elif name == "concat":

@@ -1,0 +1,91 @@
+"""`quantize`: float IR -> the int8 IR of docs/quantization.md (the golden int8 model).
+
+Calibration data come from the PassContext (`ctx.options["calibration"]`: an iterable of input
+dicts or a ready CalibTable; the CLI's `--calib` fills it) or from the `calib` option (a
+directory of .npy files, an .npz, or `synthetic:N` for N seeded standard-normal samples, meant
+for tests). The pass prepares, calibrates, rewrites, then checks `verify_quantized`. It leaves
+the QuantResult and the prepared float graph in `ctx.options` for reports and exporters, and
+writes the per-layer report when `ctx.options["quant_report"]` names a file.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ocrc.compiler.errors import PassError
+from ocrc.compiler.ir.graph import Graph
+from ocrc.compiler.passes.base import Pass, PassContext, register
+from ocrc.compiler.quant.calibrate import CalibTable, calibrate, load_calibration_set
+from ocrc.compiler.quant.checks import verify_quantized
+from ocrc.compiler.quant.observers import DEFAULT_PERCENTILE, METHODS
+from ocrc.compiler.quant.quantizer import prepare, quantize_graph
+from ocrc.compiler.quant.report import quant_report
+
+log = logging.getLogger(__name__)
+REPORT_SAMPLES = 8  # calibration samples the --quant-report compares on
+
+
+def synthetic_samples(g: Graph, n: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
+    """n seeded standard-normal input dicts for `g` (tests and IR-level experiments)."""
+    rng = np.random.default_rng(seed)
+    return [{v.name: rng.standard_normal(v.type.shape).astype(v.type.dtype.np)
+             for v in g.inputs} for _ in range(n)]
+
+
+@register
+@dataclass(frozen=True)
+class Quantize(Pass):
+    """Rewrite a float graph into int8 ops with explicit scales, zero points, multipliers and
+    tables. Pre: conv/dense epilogues hold only activations of ACTIVATIONS (fused prelu is
+    rejected). Post: `verify_quantized` holds; a trailing softmax stays float after the output
+    dequantize. Fails with QuantizeError naming a layer it cannot represent."""
+
+    name: ClassVar[str] = "quantize"
+    method: str = "minmax"  # activation ranges: minmax, percentile, entropy, mse
+    percentile: float = DEFAULT_PERCENTILE
+    calib: str = ""
+
+    def run(self, g: Graph, ctx: PassContext) -> Graph:
+        if self.method not in METHODS:
+            raise PassError(f"quantize: method {self.method!r} is not one of "
+                            f"{', '.join(METHODS)}")
+        prepared = prepare(g)
+        data: Any = ctx.options.get("calibration")
+        if self.calib:
+            if self.calib.startswith("synthetic:"):
+                try:
+                    n = int(self.calib.split(":", 1)[1])
+                except ValueError:
+                    n = 0
+                if n < 1:
+                    raise PassError(f"quantize: calib={self.calib!r} needs a count >= 1")
+                data = synthetic_samples(prepared, n)
+            else:
+                data = load_calibration_set(Path(self.calib), prepared)
+        if data is None:
+            raise PassError("quantize: no calibration data; pass --calib DIR|FILE.npz (or the "
+                            "pass option calib=...)")
+        if isinstance(data, CalibTable):
+            table, samples = data, None
+        else:
+            samples = list(data)
+            table = calibrate(prepared, samples, progress=bool(ctx.options.get("progress", True)))
+        res = quantize_graph(prepared, table, self.method, self.percentile)
+        verify_quantized(res.graph)
+        ctx.options["quant_result"] = res
+        ctx.options["quant_float_graph"] = prepared
+        report = ctx.options.get("quant_report")
+        if report:
+            if samples is None:
+                raise PassError("quantize: --quant-report needs calibration samples, not a "
+                                "ready calibration table")
+            rep = quant_report(prepared, res, samples[:REPORT_SAMPLES])
+            rep.write(report)
+            ctx.options["quant_report_table"] = rep
+            log.info("per-layer quantisation report written to %s", report)
+        return res.graph
