@@ -1,0 +1,153 @@
+"""Observers, calibration (data loading and its errors), the quantize pass on Builder-made
+graphs (SQNR thresholds, determinism, the verifier rule) and the per-layer report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ocrc.compiler.errors import IRVerifyError, PassError
+from ocrc.compiler.ir import Builder, DType, TensorType, graph_text, run, verify
+from ocrc.compiler.passes import PassContext, run_passes
+from ocrc.compiler.pipeline import build_pipeline
+from ocrc.compiler.quant import (CalibrationError, QuantizeError, calibrate,
+                                 load_calibration_set, prepare, quantize_graph)
+from ocrc.compiler.quant.checks import verify_quantized
+from ocrc.compiler.quant.observers import METHODS, Observer
+from ocrc.compiler.quant.report import quant_report
+from tests.quant.helpers import demo_graph, demo_samples
+
+MIN_SQNR_DB = 20.0  # whole demo network (LSTM included), int8 vs float, at the logits
+
+
+def sqnr(f: np.ndarray, q: np.ndarray) -> float:
+    return float(10 * np.log10(np.sum(f.astype(np.float64) ** 2) / np.sum((f - q) ** 2)))
+
+
+def test_observer_is_independent_of_batching() -> None:
+    rng = np.random.default_rng(0)
+    data = [rng.standard_normal(1000) * s for s in (0.1, 1.0, 7.0, 0.5)]
+    one, many = Observer(), Observer()
+    one.update(np.concatenate(data))
+    for d in data:
+        many.update(d)
+    for m in METHODS:
+        assert one.choose_range(m) == many.choose_range(m)
+    lo, hi = one.choose_range("minmax")
+    for m in METHODS:
+        a, b = one.choose_range(m)
+        assert lo <= a < b <= hi
+    assert one.choose_range("percentile", 99.0)[1] < hi
+
+
+def test_observer_errors() -> None:
+    with pytest.raises(Exception, match="never observed"):
+        Observer().choose_range()
+    ob = Observer()
+    ob.update(np.ones(3))
+    with pytest.raises(Exception, match="unknown calibration method"):
+        ob.choose_range("magic")
+    with pytest.raises(Exception, match="NaN"):
+        ob.update(np.array([np.nan]))
+
+
+def test_calibration_set_loading_and_errors(tmp_path: Path) -> None:
+    g = demo_graph()
+    good = demo_samples(3)
+    d = tmp_path / "dir"
+    d.mkdir()
+    for i, s in enumerate(good):
+        np.save(d / f"{i:03d}.npy", s["x"])
+    loaded = load_calibration_set(d, g)
+    assert [np.array_equal(a["x"], b["x"]) for a, b in zip(loaded, good)] == [True] * 3
+    np.savez(tmp_path / "c.npz", **{f"s{i}": s["x"] for i, s in enumerate(good)})
+    assert len(load_calibration_set(tmp_path / "c.npz", g)) == 3
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(CalibrationError, match="no .npy files"):
+        load_calibration_set(empty, g)
+    np.savez(tmp_path / "bad.npz", a=np.zeros((1, 3, 8, 15), np.float32))
+    with pytest.raises(CalibrationError, match=r"shape \[1, 3, 8, 15\].*expects \[1, 3, 8, 16\]"):
+        load_calibration_set(tmp_path / "bad.npz", g)
+    with pytest.raises(CalibrationError, match="expected a directory"):
+        load_calibration_set(tmp_path / "nothing.txt", g)
+    with pytest.raises(CalibrationError, match="empty"):
+        calibrate(g, [], progress=False)
+    with pytest.raises(CalibrationError, match="the model takes"):
+        calibrate(g, [{"y": good[0]["x"]}], progress=False)
+
+
+def test_quantized_graph_tracks_the_float_graph(quantized_demo: object) -> None:
+    res = quantized_demo
+    q = res.graph  # type: ignore[attr-defined]
+    verify(q)
+    verify_quantized(q)
+    g = demo_graph()
+    for s in demo_samples(3, seed=7):
+        f, o = run(g, s)["prob"], run(q, s)["prob"]
+        assert sqnr(f, o) > MIN_SQNR_DB
+        assert np.mean(f.argmax(-1) == o.argmax(-1)) >= 0.75
+
+
+def test_quantize_is_deterministic() -> None:
+    texts = []
+    for _ in range(2):
+        g = prepare(demo_graph())
+        texts.append(graph_text(quantize_graph(g, calibrate(g, demo_samples(3),
+                                                            progress=False)).graph))
+    assert texts[0] == texts[1]
+
+
+def test_pass_through_the_pass_manager_and_its_errors() -> None:
+    ctx = PassContext(options={"calibration": demo_samples(3), "progress": False})
+    q = run_passes(demo_graph(), build_pipeline("float,quantize{method=percentile}"), ctx)
+    verify_quantized(q)
+    assert "quant_result" in ctx.options
+    with pytest.raises(PassError, match="no calibration data"):
+        run_passes(demo_graph(), build_pipeline("quantize"), PassContext())
+    with pytest.raises(PassError, match="method"):
+        run_passes(demo_graph(), build_pipeline("quantize{method=magic,calib=synthetic:1}"),
+                   PassContext())
+
+
+def test_verifier_rule_finds_a_float_op_inside() -> None:
+    b = Builder()
+    x = b.input("x", TensorType(DType.F32, (2, 3)))
+    q = b.op("quantize", x, scale=0.1, zp=0)
+    d = b.op("dequantize", q, scale=0.1, zp=0)
+    s = b.op("sigmoid", d)
+    q2 = b.op("quantize", s, scale=0.01, zp=0)
+    b.output(b.op("dequantize", q2, scale=0.01, zp=0))
+    verify_quantized(b.graph)  # float ops between regions are legal edges here
+    b2 = Builder()
+    x = b2.input("x", TensorType(DType.F32, (2, 3)))
+    q = b2.op("quantize", x, scale=0.1, zp=0)
+    bad = b2.op("add", q, q)  # an int op is fine...
+    b2.output(b2.op("cast", bad, to="f32"))  # ...a float result inside the region is not
+    with pytest.raises(IRVerifyError, match="float op between the input quantize"):
+        verify_quantized(b2.graph)
+
+
+def test_unsupported_layers_are_named() -> None:
+    b = Builder()
+    x = b.input("x", TensorType(DType.F32, (1, 4)))
+    y = b.op("div", x, x, name="Div_7")
+    b.output(b.op("relu", y))
+    g = prepare(b.graph)
+    with pytest.raises(QuantizeError, match="Div_7"):
+        quantize_graph(g, calibrate(g, [{"x": np.ones((1, 4), np.float32)}], progress=False))
+
+
+def test_report_is_worst_first_and_json(tmp_path: Path, quantized_demo: object) -> None:
+    g = prepare(demo_graph())
+    rep = quant_report(g, quantized_demo, demo_samples(2, seed=3))  # type: ignore[arg-type]
+    assert rep.rows and rep.rows == sorted(rep.rows, key=lambda r: (r.sqnr_entire, r.value))
+    assert {r.op for r in rep.rows} >= {"qconv", "qlstm", "qdense", "lut"}
+    assert all(r.cos_single > 0.9 for r in rep.rows)
+    rep.write(tmp_path / "r.json")
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["modes"] == ["entire", "single"] and len(data["layers"]) == len(rep.rows)
+    assert "SQNR entire" in rep.table(3)
