@@ -1,0 +1,108 @@
+"""The backend driver: quantised IR graph + target -> verified `.npu` Program.
+
+lower (npu ops) -> kernels and storages (memory.py) -> SRAM residency and per-kernel workspace
+(memory.plan_homes, guided by the tiler's workspace needs) -> tiling (tiling.py) -> DRAM layout
+-> emission (emit*.py) -> dependency tokens (schedule.py) -> ProgramBuilder (encode, verify).
+Float ops after the output dequantise (softmax) are the documented host fallback: they are kept
+as IR text in the program's meta ("host_tail") and counted; `ocrc run` applies them.
+Deterministic: the same graph and target give byte-identical programs.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from ocrc.compiler.backend import layout as L
+from ocrc.compiler.backend.emit import Ctx, KernelEmitter
+from ocrc.compiler.backend.lower import lower
+from ocrc.compiler.backend.memory import MemoryPlan, build_kernels, plan_dram, plan_homes
+from ocrc.compiler.backend.schedule import assign_tokens
+from ocrc.compiler.backend.tiling import Tiler, Tiling, emitter_of
+from ocrc.compiler.ir.graph import Graph
+from ocrc.compiler.ir.printer import print_graph
+from ocrc.runtime.builder import ProgramBuilder
+from ocrc.runtime.program import Program
+from ocrc.runtime.target import Target
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CompileResult:
+    program: Program
+    lowered: Graph
+    plan: MemoryPlan
+    tilings: list[Tiling] = field(default_factory=list)
+    estimate: int = 0  # the cost model's cycles: sum over tiles of max(compute, memory)
+    host_ops: int = 0
+
+    @property
+    def sram_resident(self) -> int:
+        return sum(s.nbytes for s in self.plan.storages if s.kind == "temp" and s.home == "sram")
+
+
+def host_tail(g: Graph) -> tuple[Graph | None, int]:
+    """The float ops after the output dequantise as a graph of their own (None if none)."""
+    deq = [n for n in g.nodes if n.op.name == "dequantize"]
+    tail = [n for n in g.nodes if n.op.name != "const" and n.op.name != "dequantize"
+            and n.op.name != "quantize" and "npu" not in n.op.traits
+            and n.op.name not in ("reshape", "transpose")]
+    if not tail:
+        return None, 0
+    used = {v for n in tail for v in n.inputs if v is not None}
+    consts = [n for n in g.nodes if n.op.name == "const" and n.output in used]
+    sub = Graph([n.output for n in deq if n.output in used or n.output in g.outputs],
+                consts + tail, list(g.outputs), "host_tail")
+    return sub, len(tail)
+
+
+def compile_program(qgraph: Graph, target: Target, name: str = "model") -> CompileResult:
+    """Compile a quantised graph for `target`. Raises UnsupportedOpError / WorkspaceError
+    (both OcrcError) for what the NPU cannot run."""
+    lowered = lower(qgraph)
+    plan = build_kernels(lowered)
+    b = ProgramBuilder(target)
+    ctx = Ctx(target, lowered, plan, lambda nm, raw: b.const(nm, raw))
+    tiler = Tiler(ctx)
+    plan_homes(plan, target.sram_bytes, tiler.want)
+    tilings = [tiler.choose(k, plan.budget[k.index]) for k in plan.kernels]
+    for v, qn in plan.inputs:
+        s = plan.of[v]
+        x = qn.inputs[0]
+        assert x is not None
+        d = b.input(x.name, v.type.shape, "int8", qn.attr("scale"), qn.attr("zp"),
+                    L.byte_strides(v.type.shape, plan.layout[v], 1))
+        s.addr = d.addr
+    for v, dq in plan.outputs:
+        s = plan.of[v]
+        item = v.type.dtype.np.itemsize
+        dt = {1: "int8", 2: "int16", 4: "int32"}[item]
+        d = b.output(dq.output.name, v.type.shape, dt, dq.attr("scale"), dq.attr("zp"),
+                     L.byte_strides(v.type.shape, plan.layout[v], item),
+                     addr=s.addr if s.addr >= 0 and s.home == "dram" else None)
+        if s.kind == "input":
+            continue
+        s.home, s.addr = "dram", d.addr
+    scratch = plan_dram(plan)
+    if scratch:
+        ctx.scratch_base = b.scratch("scratch", scratch)
+    estimate = 0
+    for k, t in zip(plan.kernels, tilings):
+        em: KernelEmitter = emitter_of(k)(ctx, k, plan.budget[k.index], t.params)
+        em.layer = f"{k.name} [{'+'.join(n.op.name for n in k.nodes)}]"
+        em.run()
+        ctx.insns.extend(em.out)
+        estimate += em.estimate
+    insns = assign_tokens(ctx.insns)
+    tail, n_host = host_tail(lowered)
+    b.meta.update({"model": name, "estimate_cycles": estimate, "host_ops": n_host})
+    if tail is not None:
+        b.meta["host_tail"] = print_graph(tail)[0]
+    for ins in insns:
+        b.layer(ins.layer)
+        b.emit(ins.op, **ins.fields)
+    prog = b.build()
+    log.info("%s on %s: %d kernels, %d instructions, estimate %d cycles", name, target.name,
+             len(plan.kernels), prog.n_insns, estimate)
+    return CompileResult(prog, lowered, plan, tilings, estimate, n_host)

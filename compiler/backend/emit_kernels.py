@@ -1,0 +1,377 @@
+"""Emitters of the tiled kernels: conv and pool (output row bands x cout blocks), matmul (row x
+column blocks), elementwise chains (flat chunks), concat and layout copies. Each kernel's fused
+elementwise tail runs on the tile in SRAM before it is put to its home. Tilings (the `params`)
+come from tiling.py; buffers that the tiles of a loop take turns with are double (ping-pong).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ocrc.compiler.backend import layout as L
+from ocrc.compiler.backend.emit import KernelEmitter, View
+from ocrc.compiler.backend.schedule import SRAM
+from ocrc.compiler.errors import UnsupportedOpError
+from ocrc.compiler.ir.graph import Node, Value
+from ocrc.runtime.isa import DType, Opcode, PoolMode
+
+
+class Misfit(Exception):
+    """A candidate tiling the kernel cannot use (e.g. a broadcast operand misaligned)."""
+
+
+def identity_rescale(zx: int, zy: int, mult: int, shift: int) -> bool:
+    return zx == zy and mult == 1 << 30 and shift == 30
+
+
+class TailMixin(KernelEmitter):
+    """The fused elementwise ops of a kernel, applied to a dense tile [rows][cb] of the
+    output view in SRAM."""
+
+    def prepare_tail(self, nodes: list[Node], out: View, rows: int, cb: int) -> None:
+        self._tail: list[tuple[Node, Any]] = []
+        for n in nodes:
+            aux: Any = None
+            if n.op.name == "npu.lut":
+                aux = self.load_const(f"{n.output.name}.table", self.ctx.array(n.inputs[1]))
+            elif n.op.name in ("npu.add", "npu.mul"):
+                b = n.inputs[1]
+                assert b is not None
+                if b.type.shape == n.output.type.shape:
+                    bv = self.ctx.view(b, out.c)
+                    bufs = [self.alloc(rows * cb) for _ in range(2)] \
+                        if self.needs_buf(bv, rows, cb) else [None, None]
+                    aux = ("full", bv, bufs)
+                else:
+                    aux = ("periodic", self.periodic(b), b.type.size)
+            self._tail.append((n, aux))
+
+    def periodic(self, b: Value) -> int:
+        """A broadcast operand loaded whole into the workspace (SRAM address)."""
+        if b in self.ctx.values:
+            return self.load_const(f"{b.name}.b", self.ctx.array(b).astype(np.int8))
+        v = self.ctx.flat(b)
+        buf = self.alloc(b.type.size)
+        return self.fetch(v, 0, v.p, 0, 1, buf)
+
+    def apply(self, n: Node, aux: Any, src: int, dst: int, box: tuple[int, int, int, int],
+              out: View, parity: int) -> None:
+        """One elementwise op: src -> dst (count = the box's elements)."""
+        p0, p1, c0, c1 = box
+        count = (p1 - p0) * (c1 - c0)
+        a = n.all_attrs
+        if n.op.name == "npu.lut":
+            self.ins(Opcode.LUT, src=src, dst=dst, count=count, table=aux, out_dt=DType.I8)
+            return
+        if n.op.name == "npu.rescale":
+            self.ins(Opcode.RESCALE, src=src, dst=dst, count=count, in_dt=DType.I8,
+                     out_dt=DType.I8, mult=a["mult"], shift=a["shift"], zx=a["x_zp"],
+                     zy=a["y_zp"], lo=a["lo"], hi=a["hi"])
+            return
+        kind, bref, extra = aux
+        if kind == "full":
+            b, period = self.fetch(bref, p0, p1, c0, c1, extra[parity]), count
+        else:
+            period_total = extra
+            cb = c1 - c0
+            if cb == out.c and (p0 * out.c) % period_total == 0 and count % period_total == 0:
+                b, period = bref, period_total
+            elif period_total == out.c:
+                b, period = bref + c0, cb
+            else:
+                raise Misfit(f"{n.label()}: broadcast operand does not align with the tile")
+        common = dict(a=src, b=b, dst=dst, count=count, b_period=period, za=a["a_zp"],
+                      zb=a["b_zp"], zy=a["y_zp"], lo=a["lo"], hi=a["hi"])
+        if n.op.name == "npu.add":
+            self.ins(Opcode.ADD, ma=a["a_mult"], sa=a["a_shift"], mb=a["b_mult"],
+                     sb=a["b_shift"], **common)
+        else:
+            self.ins(Opcode.MUL, mult=a["mult"], shift=a["shift"], **common)
+
+    def tail(self, dst: int, box: tuple[int, int, int, int], out: View, parity: int) -> None:
+        for n, aux in self._tail:
+            self.apply(n, aux, dst, dst, box, out, parity)
+
+
+def _bands(n: int, step: int) -> list[tuple[int, int]]:
+    return [(i, min(i + step, n)) for i in range(0, n, step)]
+
+
+class ConvEmitter(TailMixin):
+    """npu.conv / npu.pool: params rb (output rows per band), cb (cout per block), order."""
+
+    def run(self) -> None:
+        n = self.kernel.anchor
+        a = n.all_attrs
+        is_conv = n.op.name == "npu.conv"
+        x = n.inputs[0]
+        assert x is not None
+        _, cin, h, w = x.type.shape
+        _, cout, ho, wo = n.output.type.shape
+        xv, ov = self.ctx.view(x, cin), self.ctx.view(self.kernel.outputs[0], cout)
+        rb, cb = self.params["rb"], self.params["cb"] if is_conv else cout
+        if is_conv:
+            kh, kw = self.ctx.array(n.inputs[1]).shape[1:3]
+            (sh, sw), (dh, dw), g = a["strides"], a["dilations"], a["group"]
+        else:
+            (kh, kw), (sh, sw), (dh, dw), g = a["kernel_shape"], a["strides"], (1, 1), 1
+        pt, pl, pb, pr = a["pads"]
+        bands, blocks = _bands(ho, rb), _bands(cout, cb)
+        if g > 1 and len(blocks) > 1:
+            raise Misfit("grouped convs keep all output channels in one block")
+        geo = []
+        for oy0, oy1 in bands:
+            iy0 = max(0, oy0 * sh - pt)
+            iy1 = min(h, (oy1 - 1) * sh - pt + dh * (kh - 1) + 1)
+            tpt = iy0 - (oy0 * sh - pt)
+            tpb = max(0, (oy1 - oy0 - 1) * sh + dh * (kh - 1) + 1 - (iy1 - iy0) - tpt)
+            if max(tpt, tpb, pl, pr) > 15:
+                raise UnsupportedOpError(f"{n.label()}: padding > 15 does not fit the ISA")
+            geo.append((oy0, oy1, iy0, iy1, tpt, tpb))
+        hmax = max(g_[3] - g_[2] for g_ in geo)
+        xbufs = [self.alloc(hmax * w * cin) for _ in range(2)] \
+            if self.needs_buf(xv, 2, cin) else [None, None]
+        load = self._weights(n, blocks, is_conv)
+        in_place = self.in_place(ov, cb)
+        obufs = [None, None] if in_place else [self.alloc(rb * wo * cb) for _ in range(2)]
+        self.prepare_tail(self.kernel.nodes[1:], ov, rb * wo, cb)
+        inner_bands = self.params.get("order", "bands") == "bands" or len(blocks) == 1
+        order = ([(j, i) for j in range(len(blocks)) for i in range(len(bands))] if inner_bands
+                 else [(j, i) for i in range(len(bands)) for j in range(len(blocks))])
+        loaded, t, xa, xband = -1, 0, None, -1
+        for j, i in order:
+            self.tile()
+            if j != loaded:
+                wb, qb = load(j)
+                loaded = j
+            oy0, oy1, iy0, iy1, tpt, tpb = geo[i]
+            if xband != i or xv.mem != SRAM:
+                xa = self.fetch(xv, iy0 * w, iy1 * w, 0, cin, xbufs[t % 2])
+                xband = i
+            c0, c1 = blocks[j]
+            dst = ov.at(oy0 * wo, c0) if in_place else obufs[t % 2]
+            f = dict(src=xa, dst=dst, h=iy1 - iy0, w=w, kh=kh, kw=kw, sh=sh, sw=sw, pt=tpt,
+                     pb=tpb, pl=pl, pr=pr, lo=a["lo"], hi=a["hi"])
+            if is_conv:
+                self.ins(Opcode.CONV, wgt=wb, qp=qb, cin=cin, cout=c1 - c0, dh=dh, dw=dw,
+                         groups=g, zx=a["x_zp"], zy=a["y_zp"], out=DType.I8, **f)
+            else:
+                mode = {"max": PoolMode.MAX, "avg": PoolMode.AVG,
+                        "avg_pad": PoolMode.AVG_PAD}[a["mode"]]
+                self.ins(Opcode.POOL, qp=qb, c=cin, zx=a["x_zp"], zy=a["y_zp"], mode=mode, **f)
+            box = (oy0 * wo, oy1 * wo, c0, c1)
+            self.tail(dst, box, ov, t % 2)
+            self.put(ov, oy0 * wo, oy1 * wo, c0, c1, dst)
+            t += 1
+
+    def _weights(self, n: Node, blocks: list[tuple[int, int]], is_conv: bool) -> Any:
+        """A function block -> (SRAM weights, SRAM qp) that loads the block (ping-pong)."""
+        if not is_conv:
+            qp = 0
+            if n.inputs[1] is not None:
+                qp = self.load_const(f"{n.output.name}.qp", self.ctx.array(n.inputs[1]))
+            return lambda j: (0, qp)
+        w = self.ctx.array(n.inputs[1])
+        qp_all = self.ctx.array(n.inputs[2])
+        kk = int(np.prod(w.shape[1:]))
+        cb = blocks[0][1] - blocks[0][0]
+        qblob = np.concatenate([qp_all[:, c0:c1].ravel() for c0, c1 in blocks]).astype(np.int32)
+        wd = self.const(f"{n.output.name}.w", w.astype(np.int8))
+        qd = self.const(f"{n.output.name}.qp", qblob)
+        nb = 1 if len(blocks) == 1 else 2
+        wbufs = [self.alloc(cb * kk) for _ in range(nb)]
+        qbufs = [self.alloc(12 * cb) for _ in range(nb)]
+        count = [0]
+
+        def load(j: int) -> tuple[int, int]:
+            c0, c1 = blocks[j]
+            k = count[0] % nb
+            count[0] += 1
+            self.ins(Opcode.LOADW, dram=wd + c0 * kk, clen=(c1 - c0) * kk, sram=wbufs[k],
+                     count=(c1 - c0) * kk, fmt=0)
+            self.dma(Opcode.LOAD, qd + 12 * c0, qbufs[k], 12 * (c1 - c0))
+            return wbufs[k], qbufs[k]
+        return load
+
+
+class MatmulEmitter(TailMixin):
+    """npu.matmul: params mb (rows per block), nb (columns per block)."""
+
+    def run(self) -> None:
+        n = self.kernel.anchor
+        a = n.all_attrs
+        x = n.inputs[0]
+        assert x is not None
+        wt, qp = self.ctx.array(n.inputs[1]).astype(np.int8), self.ctx.array(n.inputs[2])
+        nn_, k = wt.shape
+        m = x.type.size // k
+        xv = self.ctx.view(x, k)
+        ov = self.ctx.view(self.kernel.outputs[0], nn_)
+        i32 = a["out"] == "i32"
+        oe = 4 if i32 else 1
+        mb, nb = self.params["mb"], self.params["nb"]
+        rows, cols = _bands(m, mb), _bands(nn_, nb)
+        tail = self.kernel.nodes[1:]
+        xbufs = [self.alloc(mb * k) for _ in range(2 if len(rows) > 1 else 1)] \
+            if self.needs_buf(xv, 2, k) else [None]
+        nwb = 1 if len(cols) == 1 else 2
+        wbufs = [self.alloc(nb * k) for _ in range(nwb)]
+        qbufs = [self.alloc(12 * nb) for _ in range(nwb)]
+        direct = ov.mem == SRAM and not tail and (not i32 or nb == nn_)
+        obufs = [None, None] if direct else [self.alloc(mb * nb * oe) for _ in range(2)]
+        zq = self.load_const("zero_qp", np.zeros(3 * nb, np.int32)) if i32 else None
+        self.prepare_tail(tail, ov, mb, nb)
+        wd = self.const(f"{n.output.name}.w", wt)
+        qblob = np.concatenate([qp[:, c0:c1].ravel() for c0, c1 in cols]).astype(np.int32)
+        qd = self.const(f"{n.output.name}.qp", qblob)
+        t = 0
+        for j, (c0, c1) in enumerate(cols):
+            wb, qb = wbufs[j % nwb], qbufs[j % nwb]
+            self.ins(Opcode.LOADW, dram=wd + c0 * k, clen=(c1 - c0) * k, sram=wb,
+                     count=(c1 - c0) * k, fmt=0)
+            self.dma(Opcode.LOAD, qd + 12 * c0, qb, 12 * (c1 - c0))
+            for i, (r0, r1) in enumerate(rows):
+                self.tile()
+                xa = self.fetch(xv, r0, r1, 0, k, xbufs[i % len(xbufs)])
+                if direct:
+                    dst, d_rs = ov.at(r0, c0), ov.c * oe
+                else:
+                    dst, d_rs = obufs[t % 2], (c1 - c0) * oe
+                self.ins(Opcode.MATMUL, a=xa, b=wb, qp=zq if i32 else qb, dst=dst, m=r1 - r0,
+                         n=c1 - c0, k=k, a_rs=k, d_rs=d_rs, zx=a["x_zp"],
+                         zy=0 if i32 else a["y_zp"], lo=0 if i32 else a["lo"],
+                         hi=0 if i32 else a["hi"], out=DType.I32 if i32 else DType.I8)
+                if i32:
+                    self.ins(Opcode.REQUANT, src=dst, dst=dst, count=(r1 - r0) * (c1 - c0),
+                             chan=c1 - c0, qp=qb, zy=0, lo=0, hi=0, out_dt=DType.I32)
+                box = (r0, r1, c0, c1)
+                self.tail(dst, box, ov, t % 2)
+                if not direct:
+                    self.put(ov, r0, r1, c0, c1, dst)
+                t += 1
+
+
+class EltwiseEmitter(TailMixin):
+    """An unfused elementwise op and its tail over flat chunks: params ce (elements)."""
+
+    def run(self) -> None:
+        first = self.kernel.anchor
+        x = first.inputs[0]
+        assert x is not None
+        xv, ov = self.ctx.flat(x), self.ctx.flat(self.kernel.outputs[0])
+        size, ce = x.type.size, self.params["ce"]
+        chunks = _bands(size, ce)
+        xbufs = [self.alloc(ce) for _ in range(2)] if xv.mem != SRAM else [None, None]
+        obufs = [self.alloc(ce) for _ in range(2)] if ov.mem != SRAM else [None, None]
+        self.prepare_tail(self.kernel.nodes, ov, ce, 1)
+        head, rest = self._tail[0], self._tail[1:]
+        for t, (e0, e1) in enumerate(chunks):
+            self.tile()
+            src = self.fetch(xv, e0, e1, 0, 1, xbufs[t % 2])
+            dst = ov.at(e0) if ov.mem == SRAM else obufs[t % 2]
+            box = (e0, e1, 0, 1)
+            self.apply(head[0], head[1], src, dst, box, ov, t % 2)
+            for nd, aux in rest:
+                self.apply(nd, aux, dst, dst, box, ov, t % 2)
+            self.put(ov, e0, e1, 0, 1, dst)
+
+
+class ConcatEmitter(KernelEmitter):
+    """npu.concat: every operand rescaled (unless identity) into its slice; params rc (rows)."""
+
+    def run(self) -> None:
+        n = self.kernel.anchor
+        a = n.all_attrs
+        out = self.kernel.outputs[0]
+        lay = self.ctx.plan.layout[out]
+        outer, inner = L.concat_view(out.type.shape, lay, a["axis"])
+        ov = self.ctx.view(out)
+        ov = View(ov.mem, ov.addr, outer, out.type.shape[a["axis"]] * inner, 1)
+        rc = self.params["rc"]
+        off = 0
+        for i, x in enumerate(n.inputs):
+            assert x is not None
+            ci = x.type.shape[a["axis"]] * inner
+            base = self.ctx.view(x)
+            xv = View(base.mem, base.addr, outer, ci, 1)
+            ident = identity_rescale(a["x_zps"][i], a["y_zp"], a["mults"][i], a["shifts"][i])
+            mark = self.top
+            xb = self.alloc(rc * ci) if xv.mem != SRAM else None
+            rbuf = None if ident else self.alloc(rc * ci)
+            for r0, r1 in _bands(outer, rc):
+                self.tile()
+                src = self.fetch(xv, r0, r1, 0, ci, xb)
+                if not ident:
+                    self.ins(Opcode.RESCALE, src=src, dst=rbuf, count=(r1 - r0) * ci,
+                             in_dt=DType.I8, out_dt=DType.I8, mult=a["mults"][i],
+                             shift=a["shifts"][i], zx=a["x_zps"][i], zy=a["y_zp"], lo=-128,
+                             hi=127)
+                    src = rbuf
+                self.put(ov, r0, r1, off, off + ci, src)
+            self.top = mark
+            off += ci
+
+
+def copy_plan(shape: tuple[int, ...], src_lay: L.Layout, dst_lay: L.Layout,
+              item: int) -> list[tuple[int, int, int]]:
+    """Dims of the copy in the destination's memory order, innermost last, as (count, src
+    stride, dst stride) in bytes, with unit dims dropped and contiguous dims merged."""
+    sst = L.byte_strides(shape, src_lay, item)
+    dst = L.byte_strides(shape, dst_lay, item)
+    dims = [(shape[a], sst[a], dst[a]) for a in L.full(dst_lay, len(shape)) if shape[a] != 1]
+    merged: list[tuple[int, int, int]] = []
+    for cnt, s, d in dims:
+        if merged and merged[-1][1] == cnt * s and merged[-1][2] == cnt * d:
+            pc = merged.pop()[0]
+            cnt *= pc
+        merged.append((cnt, s, d))
+    return merged or [(1, item, item)]
+
+
+class CopyEmitter(KernelEmitter):
+    """npu.copy: relayout (a strided COPY; DRAM operands staged through the workspace)."""
+
+    def run(self) -> None:
+        n = self.kernel.anchor
+        x, y = n.inputs[0], self.kernel.outputs[0]
+        assert x is not None
+        item = x.type.dtype.np.itemsize
+        nbytes = x.type.size * item
+        dims = copy_plan(x.type.shape, self.ctx.plan.layout[x], self.ctx.plan.layout[y], item)
+        xv, yv = self.ctx.view(x), self.ctx.view(y)
+        self.tile()
+        src = xv.addr
+        if xv.mem != SRAM:
+            src = self.alloc(nbytes)
+            self.dma(Opcode.LOAD, xv.addr, src, nbytes)
+        dst = yv.addr if yv.mem == SRAM else self.alloc(nbytes)
+        while len(dims) < 3:
+            dims.insert(0, (1, 0, 0))
+        outer, (c2, s2, d2), (c1, s1, d1), (c0, s0, d0) = dims[:-3], *dims[-3:]
+        idx = [0] * len(outer)
+        while True:
+            so = sum(i * s for i, (_, s, _) in zip(idx, outer))
+            do = sum(i * d for i, (_, _, d) in zip(idx, outer))
+            if c0 > 65535 or c2 > 65535:
+                raise UnsupportedOpError(f"{n.label()}: a copy dim exceeds 65535 elements")
+            self.copy(src + so, dst + do, c0, c1, s1, d1, item, n2=c2, ss2=s2, ds2=d2,
+                      ss0=s0, ds0=d0)
+            k = len(idx) - 1
+            while k >= 0:
+                idx[k] += 1
+                if idx[k] < outer[k][0]:
+                    break
+                idx[k] = 0
+                k -= 1
+            if k < 0:
+                break
+        if yv.mem != SRAM:
+            self.dma(Opcode.STORE, yv.addr, dst, nbytes)
+
+
+EMITTERS = {"npu.conv": ConvEmitter, "npu.pool": ConvEmitter, "npu.matmul": MatmulEmitter,
+            "npu.concat": ConcatEmitter, "npu.copy": CopyEmitter}
+for _op in ("npu.lut", "npu.rescale", "npu.add", "npu.mul"):
+    EMITTERS[_op] = EltwiseEmitter

@@ -1,0 +1,135 @@
+"""Tiling: for each kernel, the tile sizes that fit its SRAM workspace budget and minimise the
+analytic cost (cost.py: per tile max(compute, memory)). Candidates are run through the kernel's
+own emitter in dry mode, so the workspace and cost a tiling is judged by are exactly those of
+the code it would produce. Channel/column blocks are multiples of the MAC array's columns so
+tiles fill the array; row bands shrink until the tile fits.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from ocrc.compiler.backend.emit import Ctx
+from ocrc.compiler.backend.emit_kernels import EMITTERS, Misfit
+from ocrc.compiler.backend.emit_lstm import LstmEmitter
+from ocrc.compiler.backend.memory import Kernel, Storage
+from ocrc.compiler.ir.ops.rnn import LSTM_DIRECTIONS
+from ocrc.runtime.errors import OcrcError
+
+UNLIMITED = 1 << 40
+
+
+class WorkspaceError(OcrcError):
+    """A kernel cannot be tiled into the target's SRAM."""
+
+
+@dataclass(frozen=True)
+class Tiling:
+    params: dict[str, Any]
+    workspace: int
+    cost: int
+    tiles: int
+
+
+def emitter_of(kernel: Kernel) -> Any:
+    return LstmEmitter if kernel.anchor.op.name == "npu.lstm" else EMITTERS[kernel.anchor.op.name]
+
+
+def _splits(n: int, unit: int = 1, limit: int = 12) -> list[int]:
+    """Block sizes for a dim of n: n, then ceil(n / k) rounded up to `unit`, descending."""
+    out: list[int] = []
+    k = 1
+    while len(out) < limit:
+        s = min(n, -(-math.ceil(n / k) // unit) * unit)
+        if s not in out:
+            out.append(s)
+        if s <= unit or s == 1:
+            break
+        k = k + 1 if k < 4 else k * 2
+    return out
+
+
+def candidates(kernel: Kernel, ctx: Ctx) -> list[dict[str, Any]]:
+    n = kernel.anchor
+    name = n.op.name
+    cols = ctx.target.cols
+    if name in ("npu.conv", "npu.pool"):
+        _, cout, ho, _ = n.output.type.shape
+        rbs = _splits(ho)
+        if name == "npu.pool" or n.attr("group") > 1:
+            return [{"rb": rb, "cb": cout} for rb in rbs]
+        out = []
+        for cb in _splits(cout, cols, 6):
+            for rb in rbs:
+                out.append({"rb": rb, "cb": cb, "order": "bands"})
+                if cb < cout:
+                    out.append({"rb": rb, "cb": cb, "order": "blocks"})
+        return out
+    if name == "npu.matmul":
+        w = n.inputs[1]
+        assert w is not None
+        nn_, k = w.type.shape
+        m = n.inputs[0].type.size // k  # type: ignore[union-attr]
+        return [{"mb": mb, "nb": nb} for nb in _splits(nn_, cols, 10) for mb in _splits(m, 1, 4)]
+    if name == "npu.lstm":
+        g4 = 4 * n.attr("hidden_size")
+        return [{"r_resident": True, "nb": g4}] + [{"r_resident": False, "nb": nb}
+                                                   for nb in _splits(g4, cols, 8)]
+    if name == "npu.concat":
+        out_t = n.output.type
+        from ocrc.compiler.backend import layout as L
+        outer, _ = L.concat_view(out_t.shape, ctx.plan.layout[kernel.outputs[0]], n.attr("axis"))
+        return [{"rc": rc} for rc in _splits(outer, 1, 8)]
+    if name == "npu.copy":
+        return [{}]
+    size = n.output.type.size
+    return [{"ce": ce} for ce in _splits(size, 64, 10)]
+
+
+def evaluate(ctx: Ctx, kernel: Kernel, params: dict[str, Any]) -> Tiling | None:
+    em = emitter_of(kernel)(ctx, kernel, UNLIMITED, params, dry=True)
+    try:
+        em.run()
+    except Misfit:
+        return None
+    return Tiling(params, em.peak, em.estimate, len(em.tiles))
+
+
+class Tiler:
+    """Caches the evaluated candidates of every kernel per storage-home assignment."""
+
+    def __init__(self, ctx: Ctx) -> None:
+        self.ctx = ctx
+        self._cache: dict[tuple[int, tuple[str, ...]], list[Tiling]] = {}
+
+    def _all(self, kernel: Kernel) -> list[Tiling]:
+        homes = tuple(self.ctx.plan.of[v].home for v in (*kernel.inputs, *kernel.outputs)
+                      if v in self.ctx.plan.of)
+        key = (kernel.index, homes)
+        if key not in self._cache:
+            res = [t for t in (evaluate(self.ctx, kernel, p) for p in candidates(kernel, self.ctx))
+                   if t is not None]
+            if not res:
+                raise WorkspaceError(f"{kernel.name}: no tiling applies to this kernel")
+            self._cache[key] = res
+        return self._cache[key]
+
+    def want(self, kernel: Kernel, homes: dict[Storage, str]) -> tuple[int, int]:
+        """(minimum, desired) workspace bytes of a kernel under the current homes."""
+        alls = self._all(kernel)
+        best = min(alls, key=lambda t: (t.cost, t.tiles, t.workspace))
+        return min(t.workspace for t in alls), best.workspace
+
+    def choose(self, kernel: Kernel, budget: int) -> Tiling:
+        fits = [t for t in self._all(kernel) if t.workspace <= budget]
+        if not fits:
+            need = min(t.workspace for t in self._all(kernel))
+            raise WorkspaceError(f"{kernel.name} ({kernel.anchor.op.name}): needs at least "
+                                 f"{need} bytes of SRAM workspace, the target leaves {budget}")
+        return min(fits, key=lambda t: (t.cost, t.tiles, t.workspace))
+
+
+def lstm_directions(kernel: Kernel) -> int:
+    return LSTM_DIRECTIONS[kernel.anchor.attr("direction")]
