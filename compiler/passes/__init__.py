@@ -22,6 +22,7 @@ from ocrc.compiler.passes import (  # noqa: F401  (each module registers its pas
     fuse_residual,
     lowrank,
     prune,
+    prune_structured,
     quantize,
 )
 from ocrc.compiler.passes.base import (

@@ -1,0 +1,112 @@
+"""`prune-structured`: remove whole filters (output channels) and, with them, the matching
+input channels of every consumer, keeping coupled channels consistent (residual adds, concats,
+depthwise convs, the CNN-to-RNN reshape; see compress/groups.py)."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from ocrc.compiler.compress.groups import analyse
+from ocrc.compiler.compress.importance import CRITERIA, scores
+from ocrc.compiler.compress.masks import check_sparsity
+from ocrc.compiler.compress.sites import node_layer, parse_layer_values
+from ocrc.compiler.compress.slicing import remove_channels
+from ocrc.compiler.compress.stats import matching
+from ocrc.compiler.errors import PassError
+from ocrc.compiler.ir.graph import Graph
+from ocrc.compiler.passes.base import Pass, PassContext, register
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StructuredRow:
+    """One channel space (the filters of `layers`, coupled channel by channel)."""
+
+    layers: tuple[str, ...]
+    channels: int
+    removed: int
+    criterion: str
+    filters: tuple[tuple[str, tuple[int, ...]], ...] = ()  # per layer, the removed filters
+
+
+@register
+@dataclass(frozen=True)
+class PruneStructured(Pass):
+    """Remove `sparsity` of the channels of every channel space (a set of layers whose filters
+    are coupled one to one), the least important by `criterion` (l1, gm, entropy: the last
+    needs ctx.options['calibration']). `layers=name:sparsity;...` overrides per space (any
+    layer of it) and, without `sparsity`, limits pruning to those spaces. Kept counts are
+    rounded up to `multiple`; at least one channel stays. `ops` chooses the filter sources
+    (conv, or conv+dense). Channels reaching an op that cannot be sliced (or a graph output)
+    are never removed. Reports: ctx.options['reports']['prune-structured'].
+    """
+
+    name: ClassVar[str] = "prune-structured"
+    sparsity: float = 0.0
+    criterion: str = "l1"
+    layers: str = ""
+    multiple: int = 1
+    ops: str = "conv"
+
+    def __post_init__(self) -> None:
+        check_sparsity(self.sparsity, "prune-structured")
+        for name, sp in parse_layer_values(self.layers, "prune-structured: layers").items():
+            check_sparsity(sp, f"prune-structured: layers {name}")
+        if self.criterion not in CRITERIA:
+            raise PassError(f"prune-structured: criterion={self.criterion!r} must be one of "
+                            f"{', '.join(CRITERIA)}")
+        if self.multiple < 1:
+            raise PassError("prune-structured: multiple must be >= 1")
+        if set(self.ops.split("+")) - {"conv", "dense"}:
+            raise PassError(f"prune-structured: ops={self.ops!r}: expected conv or conv+dense")
+        if not (self.sparsity or self.layers):
+            raise PassError("prune-structured: give sparsity= or layers=name:sparsity;...")
+
+    def run(self, g: Graph, ctx: PassContext) -> Graph:
+        ch = analyse(g, tuple(self.ops.split("+")))
+        per_layer = parse_layer_values(self.layers, "prune-structured: layers")
+        known = {node_layer(n) for n, _ in ch.sources.values()}
+        for name in per_layer:
+            if name not in known:
+                raise PassError(f"prune-structured: no filter layer {name!r}; layers: "
+                                f"{', '.join(sorted(known)[:12])}")
+        groups = ch.groups()
+        sources = list(dict.fromkeys(n for n, _ in ch.sources.values()))
+        samples = None
+        if self.criterion == "entropy":
+            samples = matching(g, ctx.options.get("calibration"),
+                               "prune-structured{criterion=entropy}")
+        score = scores(self.criterion, sources, g, samples)
+        spaces: dict[tuple[str, ...], list[tuple[float, tuple[int, ...]]]] = {}
+        for grp in groups:
+            members = [ch.sources[i] for i in grp]
+            key = tuple(sorted({node_layer(n) for n, _ in members}))
+            s = float(sum(score[n][j] for n, j in members)) / len(members)
+            spaces.setdefault(key, []).append((s, grp))
+        removed: list[int] = []
+        rows = []
+        for key in sorted(spaces):
+            cands = sorted(spaces[key])  # ascending score, ties by channel id
+            sp = max((per_layer[k] for k in key if k in per_layer), default=self.sparsity
+                     if not per_layer or self.sparsity else 0.0)
+            n = len(cands)
+            kept = min(n, max(1, math.ceil(n * (1 - sp) / self.multiple) * self.multiple))
+            drop: dict[str, list[int]] = {}
+            for _, grp in cands[:n - kept]:
+                removed.extend(grp)
+                for i in grp:
+                    src, j = ch.sources[i]
+                    drop.setdefault(node_layer(src), []).append(j)
+            rows.append(StructuredRow(key, n, n - kept, self.criterion,
+                                      tuple((k, tuple(sorted(v))) for k, v in sorted(drop.items()))))
+            log.info("prune-structured %s: %d -> %d channels", "+".join(key), n, kept)
+        ctx.options.setdefault("reports", {})["prune-structured"] = rows
+        if not removed:
+            return g
+        return remove_channels(g, ch, np.unique(removed))
