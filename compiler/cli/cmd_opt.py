@@ -72,6 +72,11 @@ def main(args: argparse.Namespace) -> int:
     except (OSError, UnicodeDecodeError) as e:
         raise OcrcError(f"{path}: cannot read IR file: {e}") from None
     parts = SPLIT.split(text) if args.split_input_file else [text]
+    # Pad each part with the newlines before it, so messages give the file's line numbers.
+    offsets = [0]
+    for part in parts[:-1]:
+        offsets.append(offsets[-1] + part.count("\n"))  # the separator keeps its newline
+    parts = ["\n" * off + part for off, part in zip(offsets, parts)]
     blobs = _blobs(path)
     results = []
     for k, part in enumerate(parts):
