@@ -117,7 +117,8 @@ REGRESSION = {  # fold-bn once merged the scalar mul/add of a hard-sigmoid into 
          "bias": False, "act": "hsig_clip", "k": 1, "stride": 2, "pad_op": False}]}
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(chains)
 @example(REGRESSION)
 def test_random_chains_fuse_and_keep_their_numbers(spec: dict[str, Any]) -> None:
