@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 
 from ocrc.compiler.backend import layout as L
 from ocrc.compiler.backend.emit import Ctx, KernelEmitter
+from ocrc.compiler.backend.host import host_tail, name_boundary, tail_text
 from ocrc.compiler.backend.lower import lower
 from ocrc.compiler.backend.memory import MemoryPlan, build_kernels, plan_dram, plan_homes
 from ocrc.compiler.backend.schedule import assign_tokens
 from ocrc.compiler.backend.tiling import Tiler, Tiling, emitter_of
 from ocrc.compiler.ir.graph import Graph
-from ocrc.compiler.ir.printer import print_graph
 from ocrc.runtime.builder import ProgramBuilder
 from ocrc.runtime.program import Program
 from ocrc.runtime.target import Target
@@ -42,25 +42,11 @@ class CompileResult:
         return sum(s.nbytes for s in self.plan.storages if s.kind == "temp" and s.home == "sram")
 
 
-def host_tail(g: Graph) -> tuple[Graph | None, int]:
-    """The float ops after the output dequantise as a graph of their own (None if none)."""
-    deq = [n for n in g.nodes if n.op.name == "dequantize"]
-    tail = [n for n in g.nodes if n.op.name != "const" and n.op.name != "dequantize"
-            and n.op.name != "quantize" and "npu" not in n.op.traits
-            and n.op.name not in ("reshape", "transpose")]
-    if not tail:
-        return None, 0
-    used = {v for n in tail for v in n.inputs if v is not None}
-    consts = [n for n in g.nodes if n.op.name == "const" and n.output in used]
-    sub = Graph([n.output for n in deq if n.output in used or n.output in g.outputs],
-                consts + tail, list(g.outputs), "host_tail")
-    return sub, len(tail)
-
-
 def compile_program(qgraph: Graph, target: Target, name: str = "model") -> CompileResult:
     """Compile a quantised graph for `target`. Raises UnsupportedOpError / WorkspaceError
     (both OcrcError) for what the NPU cannot run."""
     lowered = lower(qgraph)
+    name_boundary(lowered)
     plan = build_kernels(lowered)
     b = ProgramBuilder(target)
     ctx = Ctx(target, lowered, plan, lambda nm, raw: b.const(nm, raw))
@@ -98,7 +84,7 @@ def compile_program(qgraph: Graph, target: Target, name: str = "model") -> Compi
     tail, n_host = host_tail(lowered)
     b.meta.update({"model": name, "estimate_cycles": estimate, "host_ops": n_host})
     if tail is not None:
-        b.meta["host_tail"] = print_graph(tail)[0]
+        b.meta["host_tail"] = tail_text(tail)
     for ins in insns:
         b.layer(ins.layer)
         b.emit(ins.op, **ins.fields)

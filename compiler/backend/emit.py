@@ -144,7 +144,7 @@ class KernelEmitter:
             self.out.append(Insn(op, f, self.layer))
 
     def const(self, name: str, data: np.ndarray | bytes) -> int:
-        return 0 if self.dry else self.ctx.const(f"{self.layer}/{name}", data)
+        return 0 if self.dry else self.ctx.const(f"k{self.kernel.index}.{name}", data)
 
     # ---- transfers
     def _contig(self, emit: Any, a: int, b: int, nbytes: int) -> None:

@@ -131,11 +131,12 @@ class ConvEmitter(TailMixin):
                 raise UnsupportedOpError(f"{n.label()}: padding > 15 does not fit the ISA")
             geo.append((oy0, oy1, iy0, iy1, tpt, tpb))
         hmax = max(g_[3] - g_[2] for g_ in geo)
-        xbufs = [self.alloc(hmax * w * cin) for _ in range(2)] \
-            if self.needs_buf(xv, 2, cin) else [None, None]
+        nbuf = 2 if self.params.get("db", True) else 1  # double-buffered staging
+        xbufs = [self.alloc(hmax * w * cin) for _ in range(nbuf)] \
+            if self.needs_buf(xv, 2, cin) else [None]
         load = self._weights(n, blocks, is_conv)
         in_place = self.in_place(ov, cb)
-        obufs = [None, None] if in_place else [self.alloc(rb * wo * cb) for _ in range(2)]
+        obufs = [None] if in_place else [self.alloc(rb * wo * cb) for _ in range(nbuf)]
         self.prepare_tail(self.kernel.nodes[1:], ov, rb * wo, cb)
         inner_bands = self.params.get("order", "bands") == "bands" or len(blocks) == 1
         order = ([(j, i) for j in range(len(blocks)) for i in range(len(bands))] if inner_bands
@@ -148,10 +149,10 @@ class ConvEmitter(TailMixin):
                 loaded = j
             oy0, oy1, iy0, iy1, tpt, tpb = geo[i]
             if xband != i or xv.mem != SRAM:
-                xa = self.fetch(xv, iy0 * w, iy1 * w, 0, cin, xbufs[t % 2])
+                xa = self.fetch(xv, iy0 * w, iy1 * w, 0, cin, xbufs[t % len(xbufs)])
                 xband = i
             c0, c1 = blocks[j]
-            dst = ov.at(oy0 * wo, c0) if in_place else obufs[t % 2]
+            dst = ov.at(oy0 * wo, c0) if in_place else obufs[t % len(obufs)]
             f = dict(src=xa, dst=dst, h=iy1 - iy0, w=w, kh=kh, kw=kw, sh=sh, sw=sw, pt=tpt,
                      pb=tpb, pl=pl, pr=pr, lo=a["lo"], hi=a["hi"])
             if is_conv:

@@ -58,14 +58,15 @@ def candidates(kernel: Kernel, ctx: Ctx) -> list[dict[str, Any]]:
     if name in ("npu.conv", "npu.pool"):
         _, cout, ho, _ = n.output.type.shape
         rbs = _splits(ho)
-        if name == "npu.pool" or n.attr("group") > 1:
-            return [{"rb": rb, "cb": cout} for rb in rbs]
+        cbs = [cout] if name == "npu.pool" or n.attr("group") > 1 else _splits(cout, cols, 6)
         out = []
-        for cb in _splits(cout, cols, 6):
+        for cb in cbs:
             for rb in rbs:
                 out.append({"rb": rb, "cb": cb, "order": "bands"})
                 if cb < cout:
                     out.append({"rb": rb, "cb": cb, "order": "blocks"})
+        # single-buffered variants of the smallest tiles, for when nothing else fits
+        out += [{**c, "db": False} for c in out if c["rb"] == rbs[-1]]
         return out
     if name == "npu.matmul":
         w = n.inputs[1]
