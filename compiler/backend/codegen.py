@@ -36,6 +36,7 @@ class CompileResult:
     tilings: list[Tiling] = field(default_factory=list)
     estimate: int = 0  # the cost model's cycles: sum over tiles of max(compute, memory)
     host_ops: int = 0
+    sram_peak: int = 0  # max over kernels of workspace used + resident activations live
 
     @property
     def sram_resident(self) -> int:
@@ -53,6 +54,14 @@ def compile_program(qgraph: Graph, target: Target, name: str = "model") -> Compi
     tiler = Tiler(ctx)
     plan_homes(plan, target.sram_bytes, tiler.want)
     tilings = [tiler.choose(k, plan.budget[k.index]) for k in plan.kernels]
+    # Slide the resident storages down onto the largest workspace actually used, so the
+    # program touches SRAM only up to its real peak.
+    slack = min((plan.budget[k.index] - t.workspace for k, t in zip(plan.kernels, tilings)),
+                default=0) // 64 * 64
+    for s in plan.storages:
+        if s.kind == "temp" and s.home == "sram":
+            s.addr -= slack
+    plan.budget = [bud - slack for bud in plan.budget]
     for v, qn in plan.inputs:
         s = plan.of[v]
         x = qn.inputs[0]
@@ -74,6 +83,8 @@ def compile_program(qgraph: Graph, target: Target, name: str = "model") -> Compi
     if scratch:
         ctx.scratch_base = b.scratch("scratch", scratch)
     estimate = 0
+    sram_peak = max((t.workspace + target.sram_bytes - slack - plan.budget[k.index]
+                     for k, t in zip(plan.kernels, tilings)), default=0)
     for k, t in zip(plan.kernels, tilings):
         em: KernelEmitter = emitter_of(k)(ctx, k, plan.budget[k.index], t.params)
         em.layer = f"{k.name} [{'+'.join(n.op.name for n in k.nodes)}]"
@@ -82,7 +93,8 @@ def compile_program(qgraph: Graph, target: Target, name: str = "model") -> Compi
         estimate += em.estimate
     insns = assign_tokens(ctx.insns)
     tail, n_host = host_tail(lowered)
-    b.meta.update({"model": name, "estimate_cycles": estimate, "host_ops": n_host})
+    b.meta.update({"model": name, "estimate_cycles": estimate, "host_ops": n_host,
+                   "sram_peak": sram_peak})
     if tail is not None:
         b.meta["host_tail"] = tail_text(tail)
     for ins in insns:
@@ -91,4 +103,4 @@ def compile_program(qgraph: Graph, target: Target, name: str = "model") -> Compi
     prog = b.build()
     log.info("%s on %s: %d kernels, %d instructions, estimate %d cycles", name, target.name,
              len(plan.kernels), prog.n_insns, estimate)
-    return CompileResult(prog, lowered, plan, tilings, estimate, n_host)
+    return CompileResult(prog, lowered, plan, tilings, estimate, n_host, sram_peak)

@@ -8,13 +8,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ocrc.compiler.cli.npu_target import add_npu_options, compile_npu, prepare_npu_args
 from ocrc.compiler.cli.pipeline_options import add_pipeline_options, run_pipeline
 from ocrc.compiler.ir.irfile import save_ir
 from ocrc.frontend.onnx_import import import_onnx
 from ocrc.runtime.errors import OcrcError
 
 TARGETS = ("ir", "npu", "onnx")
-AVAILABLE_TARGETS = ("ir",)
+AVAILABLE_TARGETS = ("ir", "npu")
 
 
 def add_input_shape_option(p: argparse.ArgumentParser) -> None:
@@ -47,6 +48,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, help="output file (default: MODEL.ir here)")
     add_input_shape_option(p)
     add_pipeline_options(p)
+    add_npu_options(p)
     return p
 
 
@@ -58,7 +60,11 @@ def main(args: argparse.Namespace) -> int:
         raise OcrcError(f"--target {args.target!r}: target '{args.target}' is not available "
                         f"yet (available: {', '.join(AVAILABLE_TARGETS)})")
     shapes = input_shapes(args.input_shape)
+    if args.target == "npu":
+        prepare_npu_args(args)
     graph = run_pipeline(import_onnx(args.model, shapes), args)
+    if args.target == "npu":
+        return compile_npu(graph, args)
     out: Path = args.output or Path(args.model.stem + ".ir")
     save_ir(graph, out)
     return 0
