@@ -9,13 +9,14 @@ import argparse
 from pathlib import Path
 
 from ocrc.compiler.cli.npu_target import add_npu_options, compile_npu, prepare_npu_args
-from ocrc.compiler.cli.pipeline_options import add_pipeline_options, run_pipeline
+from ocrc.compiler.cli.pipeline_options import (add_pipeline_options, run_pipeline,
+                                                run_pipeline_ctx)
 from ocrc.compiler.ir.irfile import save_ir
 from ocrc.frontend.onnx_import import import_onnx
 from ocrc.runtime.errors import OcrcError
 
 TARGETS = ("ir", "npu", "onnx")
-AVAILABLE_TARGETS = ("ir", "npu")
+AVAILABLE_TARGETS = ("ir", "npu", "onnx")
 
 
 def add_input_shape_option(p: argparse.ArgumentParser) -> None:
@@ -62,6 +63,12 @@ def main(args: argparse.Namespace) -> int:
     shapes = input_shapes(args.input_shape)
     if args.target == "npu":
         prepare_npu_args(args)
+    if args.target == "onnx":
+        from ocrc.compiler.export_onnx import save_onnx
+
+        graph, ctx = run_pipeline_ctx(import_onnx(args.model, shapes), args)
+        save_onnx(graph, ctx.options, args.output or Path(args.model.stem + ".opt.onnx"))
+        return 0
     graph = run_pipeline(import_onnx(args.model, shapes), args)
     if args.target == "npu":
         return compile_npu(graph, args)

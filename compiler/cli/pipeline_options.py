@@ -45,6 +45,7 @@ def add_pipeline_options(p: argparse.ArgumentParser, default: str = DEFAULT,
     g.add_argument("--verify-each", action="store_true",
                    help="verify the IR after every pass")
     add_quant_options(p)
+    add_compression_options(p)
 
 
 def _check_names(option: str, names: list[str]) -> tuple[str, ...]:
@@ -57,6 +58,13 @@ def _check_names(option: str, names: list[str]) -> tuple[str, ...]:
 
 def run_pipeline(graph: Graph, args: argparse.Namespace, verify_each: bool = False) -> Graph:
     """Run the pipeline the options select on `graph`, with the instruments they ask for."""
+    return run_pipeline_ctx(graph, args, verify_each)[0]
+
+
+def run_pipeline_ctx(graph: Graph, args: argparse.Namespace,
+                     verify_each: bool = False) -> tuple[Graph, PassContext]:
+    """`run_pipeline`, also returning the PassContext (the quantiser leaves its QuantResult
+    and prepared float graph in ctx.options for the ONNX exporter)."""
     passes = build_pipeline(args.passes)
     after = _check_names("--print-ir-after", args.print_ir_after)
     before = _check_names("--print-ir-before", args.print_ir_before)
@@ -69,12 +77,13 @@ def run_pipeline(graph: Graph, args: argparse.Namespace, verify_each: bool = Fal
     if timer is not None:
         instruments.append(timer)
     ctx = PassContext(instruments=instruments, verify_each=verify_each or args.verify_each)
-    passes += quant_passes(graph, args, ctx)
+    pre, post = compression_passes(graph, args, ctx)
+    passes = pre + passes + post + quant_passes(graph, args, ctx)
     out = run_passes(graph, passes, ctx)
     if timer is not None:
         sys.stderr.write(timer.table())
     report_quant(args, ctx)
-    return out
+    return out, ctx
 
 
 # --- quantisation options (owned by the quantiser, compiler/quant) ------------------------------
@@ -102,12 +111,15 @@ def quant_passes(graph: Graph, args: argparse.Namespace, ctx: PassContext) -> li
     quant = getattr(args, "quant", "none")
     if quant != "int8":
         for opt in ("calib", "quant_report"):
+            if opt == "calib" and "calibration" in ctx.options:
+                continue  # the compression options use it (compression_passes loaded it)
             if getattr(args, opt, None) is not None:
                 raise PassError(f"--{opt.replace('_', '-')} needs --quant int8")
         return []
     if args.calib is None:
         raise PassError("--quant int8 needs calibration data: --calib DIR|FILE.npz")
-    ctx.options["calibration"] = load_calibration_set(args.calib, graph)
+    if "calibration" not in ctx.options:
+        ctx.options["calibration"] = load_calibration_set(args.calib, graph)
     if args.quant_report is not None:
         ctx.options["quant_report"] = args.quant_report
     return build_pipeline(f"quantize{{method={args.quant_method}}}")
@@ -118,3 +130,76 @@ def report_quant(args: argparse.Namespace, ctx: PassContext, worst: int = 10) ->
     if rep is not None:
         sys.stderr.write(f"quantisation report ({args.quant_report}), {worst} worst layers:\n")
         sys.stderr.write(rep.table(worst))
+
+
+# --- compression options (owned by the compression passes, compiler/compress) --------------------
+def add_compression_options(p: argparse.ArgumentParser) -> None:
+    """Add --prune, --prune-masks and --low-rank (docs in the passes prune, prune-structured,
+    lowrank and compress-auto)."""
+    g = p.add_argument_group("compression")
+    g.add_argument("--prune", metavar="SPEC",
+                   help="after the float passes: SPARSITY (magnitude, e.g. 0.5), N:M (e.g. 2:4), "
+                        "structured{sparsity=0.25,criterion=l1|gm|entropy}, auto{budget=POINTS} "
+                        "(needs --calib), or prune options k=v,... (e.g. "
+                        "sparsity=0.5,ops=dense+lstm,scope=global)")
+    g.add_argument("--prune-masks", type=Path, metavar="FILE.npz",
+                   help="0/1 masks keyed by ONNX initializer names, applied before the float "
+                        "passes (for models pruned during training)")
+    g.add_argument("--low-rank", metavar="SPEC",
+                   help="after the float passes: ENERGY (e.g. 0.9), auto{budget=POINTS} (needs "
+                        "--calib), or lowrank options k=v,... (e.g. energy=0.9,ops=dense)")
+
+
+def _spec_text(spec: str, option: str, plain: str, number_key: str) -> str:
+    spec = spec.strip()
+    head, brace, rest = spec.partition("{")
+    opts = rest[:-1] if brace and rest.endswith("}") else None
+    if brace and opts is None:
+        raise PassError(f"{option} {spec!r}: unbalanced braces")
+    if head == "auto":
+        kind = "prune=true" if plain == "prune" else "prune=false,lowrank=true"
+        return "compress-auto{" + ",".join(x for x in (kind, opts) if x) + "}"
+    if head == "structured" and plain == "prune":
+        return "prune-structured" + ("{" + opts + "}" if opts else "")
+    if head in (plain, "magnitude") and brace:
+        return f"{plain}{{{opts}}}"
+    if plain == "prune" and ":" in spec and "=" not in spec:
+        return f"prune{{nm={spec}}}"
+    try:
+        float(spec)
+        return f"{plain}{{{number_key}={spec}}}"
+    except ValueError:
+        pass
+    if "=" in spec and not brace:
+        return f"{plain}{{{spec}}}"
+    raise PassError(f"{option} {spec!r}: expected a number, " +
+                    ("N:M, structured{...}, " if plain == "prune" else "") +
+                    "auto{budget=...} or options k=v,...")
+
+
+def compression_passes(graph: Graph, args: argparse.Namespace,
+                       ctx: PassContext) -> tuple[list[Pass], list[Pass]]:
+    """The passes --prune-masks (before the float pipeline), --low-rank and --prune (after it)
+    ask for; loads --calib into ctx.options when one of them needs data."""
+    from ocrc.compiler.passes.prune import Prune
+    from ocrc.compiler.quant.calibrate import load_calibration_set
+
+    pre: list[Pass] = []
+    if getattr(args, "prune_masks", None) is not None:
+        if not args.prune_masks.exists():
+            raise PassError(f"--prune-masks {args.prune_masks}: no such file")
+        pre.append(Prune(masks=str(args.prune_masks)))
+    texts = []
+    if getattr(args, "low_rank", None):
+        texts.append(_spec_text(args.low_rank, "--low-rank", "lowrank", "energy"))
+    if getattr(args, "prune", None):
+        texts.append(_spec_text(args.prune, "--prune", "prune", "sparsity"))
+    post = build_pipeline(",".join(texts)) if texts else []
+    needs = any(p.name == "compress-auto" or getattr(p, "whiten", False) or
+                getattr(p, "criterion", "") == "entropy" for p in post)
+    if needs:
+        if getattr(args, "calib", None) is None:
+            raise PassError("--prune/--low-rank auto, whiten=true and criterion=entropy need "
+                            "calibration data: --calib DIR|FILE.npz")
+        ctx.options["calibration"] = load_calibration_set(args.calib, graph)
+    return pre, post

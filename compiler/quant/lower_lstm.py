@@ -63,9 +63,11 @@ def emit_qlstm(st: _Q, n: Node) -> None:
     xm, xs, hm, hsh = (np.zeros((d_n, 4 * hs), np.int32) for _ in range(4))
     tables = np.zeros((d_n, N_TABLES, 256), np.int16)
     fracs, cm, cs, om, osh = [], [], [], [], []
+    sws, srs = np.zeros((d_n, 4 * hs)), np.zeros((d_n, 4 * hs))
     for d in range(d_n):
         wq[d], sw = quantize_weights(w[d], axis=0)
         rq[d], sr = quantize_weights(r[d], axis=0)
+        sws[d], srs[d] = sw, sr
         bsum = (b[d, :4 * hs] + b[d, 4 * hs:]).astype(np.float64) if b is not None else None
         bias[d] = quantize_bias(bsum, qpx.scale * sw, 4 * hs)
         caps = (SIGMOID_RANGE,) * 3 + (TANH_RANGE,)
@@ -87,6 +89,8 @@ def emit_qlstm(st: _Q, n: Node) -> None:
         m, s = multiplier(2.0**-(2 * GATE_FRAC) / qph.scale, where)
         om.append(m)
         osh.append(s)
+    st.res.weights[f"{y_v.name}.W"] = (wq, sws, 1)
+    st.res.weights[f"{y_v.name}.R"] = (rq, srs, 1)
     b_ = st.b
     ops = [b_.const(a, f"{y_v.name}.{k}") for k, a in
            (("w", wq), ("r", rq), ("bias", bias), ("x_mult", xm), ("x_shift", xs),

@@ -64,12 +64,15 @@ def symmetric_qparams(amax: float) -> QParams:
     return QParams(float(np.float32(max(float(amax), 1e-8) / 127.0)), 0)
 
 
-def quantize_weights(w: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel symmetric int8: (w_q in [-127, 127], scales[c]); an all-zero channel gets 1."""
+def quantize_weights(w: np.ndarray, axis: int = 0,
+                     min_scale: np.ndarray | float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel symmetric int8: (w_q in [-127, 127], scales[c]); an all-zero channel gets 1.
+    `min_scale` floors the scales (a near-zero channel would otherwise need a multiplier or a
+    bias outside their representable ranges)."""
     w = np.asarray(w, np.float64)
     red = tuple(i for i in range(w.ndim) if i != axis)
     amax = np.max(np.abs(w), axis=red) if red else np.abs(w)
-    scale = np.where(amax > 0, amax / 127.0, 1.0)
+    scale = np.maximum(np.where(amax > 0, amax / 127.0, 1.0), min_scale)
     shape = [1] * w.ndim
     shape[axis] = -1
     q = np.clip(np.rint(w / scale.reshape(shape)), -127, 127).astype(np.int8)

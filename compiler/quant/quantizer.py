@@ -42,6 +42,9 @@ class QuantResult:
     qparams: dict[str, QParams] = field(default_factory=dict)
     layers: list[tuple[str, str]] = field(default_factory=list)  # (float value, layer name)
     table_inputs: set[str] = field(default_factory=set)  # clipped where their tables are flat
+    # "<output>.<operand>" -> (int8/int32 array, per-channel scales, channel axis): the
+    # quantised weights and biases, for QDQ export.
+    weights: dict[str, tuple[np.ndarray, np.ndarray, int]] = field(default_factory=dict)
 
 
 # --- prepare ---------------------------------------------------------------------------------
@@ -176,11 +179,20 @@ class _Q:
         qx, qpx = self.q(x, n), self.qp(x)
         out = n.outputs[0]
         qpy = self.qp(out)
-        wq, sw = quantize_weights(w, axis=0)
+        # Floor the weight scales so the multiplier stays >= 2**-30 and the bias fits +-2**30.
+        floor = np.maximum(qpy.scale * 2.0**-30, np.abs(bias if bias is not None else 0.0)
+                           * 2.0**-29) / qpx.scale
+        wq, sw = quantize_weights(w, axis=0, min_scale=floor)
         acc_scale = qpx.scale * sw
         bq = quantize_bias(bias, acc_scale, w.shape[0])
         mult, shift = multipliers(acc_scale / qpy.scale, n.label())
         lo, hi = _act_clamp(act, params, qpy, n)
+        if n.op.name == "matmul":
+            self.res.weights[f"{out.name}.b"] = (np.ascontiguousarray(wq.T), sw, 1)
+        else:
+            self.res.weights[f"{out.name}.w"] = (wq, sw, 0)
+            if bias is not None:
+                self.res.weights[f"{out.name}.bias"] = (bq, acc_scale, 0)
         consts = [self.b.const(wq, f"{out.name}.w"), self.b.const(bq, f"{out.name}.bias"),
                   self.b.const(mult, f"{out.name}.mult"), self.b.const(shift, f"{out.name}.shift")]
         attrs: dict[str, Any] = {"x_zp": qpx.zp, "y_zp": qpy.zp, "lo": lo, "hi": hi}

@@ -1,0 +1,265 @@
+"""`ocrc compile -t onnx`: a float IR graph (optionally with its int8 QuantResult) -> ONNX.
+
+Float graphs become plain opset-17 ONNX (conv/dense epilogues expanded into Add and activation
+nodes). A quantised model is written as QDQ: the prepared float graph with QuantizeLinear ->
+DequantizeLinear pairs on every value the int8 graph quantises, int8 per-channel weights and
+int32 biases behind DequantizeLinear, the LSTM included (its W and R as int8 per row). The file
+runs in onnxruntime and opens in Netron.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from ocrc.compiler.errors import UnsupportedOpError
+from ocrc.compiler.ir.graph import Graph, Node, Value
+from ocrc.compiler.quant.quantizer import QuantResult
+from ocrc.runtime.fileio import atomic_write_bytes
+
+OPSET = 17
+_ONNX_DTYPE = {"f32": TensorProto.FLOAT, "f64": TensorProto.DOUBLE, "i8": TensorProto.INT8,
+               "u8": TensorProto.UINT8, "i16": TensorProto.INT16, "i32": TensorProto.INT32,
+               "i64": TensorProto.INT64, "bool": TensorProto.BOOL}
+_SIMPLE = {"add": "Add", "sub": "Sub", "mul": "Mul", "div": "Div", "max": "Max", "min": "Min",
+           "matmul": "MatMul", "relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh",
+           "prelu": "PRelu", "global_avg_pool": "GlobalAveragePool",
+           "global_max_pool": "GlobalMaxPool"}
+
+
+class _Writer:
+    def __init__(self, g: Graph, qres: QuantResult | None) -> None:
+        self.g, self.qres = g, qres
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[TensorProto] = []
+        self.names: dict[Value, str] = {}
+        self.taken: set[str] = set()
+        self.consts = {n.outputs[0]: n.attrs["value"] for n in g.nodes if n.op.name == "const"}
+        self.counter = 0
+
+    def fresh(self, base: str) -> str:
+        base = base or "t"
+        name, k = base, 0
+        while name in self.taken:
+            k += 1
+            name = f"{base}_{k}"
+        self.taken.add(name)
+        return name
+
+    def init(self, arr: np.ndarray, base: str) -> str:
+        name = self.fresh(base)
+        self.inits.append(numpy_helper.from_array(np.ascontiguousarray(arr), name))
+        return name
+
+    def node(self, op: str, ins: list[str], base: str, n_out: int = 1, **attrs: Any) -> list[str]:
+        outs = [self.fresh(f"{base}.{op}" if n_out == 1 else f"{base}.{op}{i}")
+                for i in range(n_out)]
+        self.nodes.append(helper.make_node(op, ins, outs, name=self.fresh(f"{op}_{base}"),
+                                           **attrs))
+        return outs
+
+    def qdq(self, name: str, scale: float, zp: int, base: str) -> str:
+        """name -> QuantizeLinear -> DequantizeLinear (per tensor)."""
+        s = self.init(np.array(scale, np.float32), f"{base}.scale")
+        z = self.init(np.array(zp, np.int8), f"{base}.zp")
+        q = self.node("QuantizeLinear", [name, s, z], base)[0]
+        return self.node("DequantizeLinear", [q, s, z], base)[0]
+
+    def ref(self, v: Value | None) -> str:
+        if v is None:
+            return ""
+        if v not in self.names:
+            if v in self.consts:
+                self.names[v] = self.init(self.consts[v], v.name or "c")
+            else:
+                raise AssertionError(f"value %{v.name} used before definition")
+        return self.names[v]
+
+    def bind(self, v: Value, name: str) -> None:
+        """Record v's ONNX name, wrapped in Q/DQ when the int8 model quantises v."""
+        if self.qres is not None and v.name in self.qres.qparams and v not in self.consts:
+            qp = self.qres.qparams[v.name]
+            name = self.qdq(name, qp.scale, qp.zp, v.name)
+        self.names[v] = name
+
+    def weight(self, n: Node, v: Value | None, what: str) -> str:
+        """A weight/bias operand: int8/int32 + DequantizeLinear when quantised."""
+        if v is None:
+            return ""
+        key = f"{n.outputs[0].name}.{what}"
+        if self.qres is None or key not in self.qres.weights:
+            return self.ref(v)
+        q, scale, axis = self.qres.weights[key]
+        shape = q.shape
+        if scale.ndim > 1:  # per (direction, row) scales: DQ a [D*4H, K] view, reshape back
+            q, scale, axis = q.reshape(scale.size, -1), scale.reshape(-1), 0
+        zp = np.zeros(scale.shape, q.dtype if q.dtype == np.int8 else np.int32)
+        args = [self.init(q, key), self.init(scale.astype(np.float32), f"{key}.scale"),
+                self.init(zp, f"{key}.zp")]
+        y = self.node("DequantizeLinear", args, key, axis=axis)[0]
+        if q.shape != shape:
+            y = self.node("Reshape", [y, self.init(np.array(shape, np.int64), f"{key}.shape")],
+                          key)[0]
+        return y
+
+
+def _act(w: _Writer, x: str, act: str, params: tuple[float, ...], base: str) -> str:
+    if act == "none":
+        return x
+    if act == "clip":
+        lo = w.init(np.array(params[0], np.float32), f"{base}.min")
+        hi = w.init(np.array(params[1], np.float32), f"{base}.max")
+        return w.node("Clip", [x, lo, hi], base)[0]
+    if act == "silu":
+        return w.node("Mul", [x, w.node("Sigmoid", [x], base)[0]], base)[0]
+    if act == "hard_swish":
+        return w.node("HardSwish", [x], base)[0]
+    if act == "hard_sigmoid":
+        return w.node("HardSigmoid", [x], base, alpha=params[0], beta=params[1])[0]
+    if act == "leaky_relu":
+        return w.node("LeakyRelu", [x], base, alpha=params[0])[0]
+    if act in _SIMPLE:
+        return w.node(_SIMPLE[act], [x], base)[0]
+    raise UnsupportedOpError(f"ONNX export: activation '{act}' has no ONNX form")
+
+
+def _mac(w: _Writer, n: Node) -> list[str]:
+    base = n.outputs[0].name
+    x = w.ref(n.inputs[0])
+    wt, b = w.weight(n, n.operand("w"), "w"), w.weight(n, n.operand("b"), "bias")
+    if n.op.name == "conv":
+        a = n.all_attrs
+        y = w.node("Conv", [x, wt] + ([b] if b else []), base, strides=list(a["strides"]),
+                   pads=list(a["pads"]), dilations=list(a["dilations"]), group=a["group"])[0]
+    else:
+        wt_t = w.node("Transpose", [wt], base, perm=[1, 0])[0]
+        y = w.node("MatMul", [x, wt_t], base)[0]
+        if b:
+            y = w.node("Add", [y, b], base)[0]
+    res = n.operand("res")
+    if res is not None:
+        y = w.node("Add", [y, w.ref(res)], base)[0]
+    act = n.attr("act")
+    if act == "prelu":
+        return [w.node("PRelu", [y, w.ref(n.operand("slope"))], base)[0]]
+    return [_act(w, y, act, tuple(n.attr("act_params")), base)]
+
+
+def _lstm(w: _Writer, n: Node) -> list[str]:
+    base = n.outputs[0].name
+    ins = [w.ref(n.inputs[0]), w.weight(n, n.inputs[1], "W"), w.weight(n, n.inputs[2], "R")]
+    ins += [w.ref(v) for v in n.inputs[3:]]
+    while ins and not ins[-1]:
+        ins.pop()
+    if len(ins) > 4:
+        ins.insert(4, "")  # sequence_lens
+    return w.node("LSTM", ins, base, n_out=3, hidden_size=n.attr("hidden_size"),
+                  direction=n.attr("direction"))
+
+
+def _shape_op(op: str, key: str) -> Callable[[_Writer, Node], list[str]]:
+    def emit(w: _Writer, n: Node) -> list[str]:
+        arr = w.init(np.array(n.attr(key), np.int64), f"{n.outputs[0].name}.{key}")
+        return w.node(op, [w.ref(n.inputs[0]), arr], n.outputs[0].name)
+    return emit
+
+
+def _pool(w: _Writer, n: Node) -> list[str]:
+    a = n.all_attrs
+    extra = {"count_include_pad": a["count_include_pad"]} if n.op.name == "avg_pool" else {}
+    if n.op.name == "max_pool":
+        extra["dilations"] = list(a["dilations"])
+    return w.node("MaxPool" if n.op.name == "max_pool" else "AveragePool", [w.ref(n.inputs[0])],
+                  n.outputs[0].name, kernel_shape=list(a["kernel_shape"]),
+                  strides=list(a["strides"]), pads=list(a["pads"]), ceil_mode=a["ceil_mode"],
+                  **extra)
+
+
+def _slice(w: _Writer, n: Node) -> list[str]:
+    a, base = n.all_attrs, n.outputs[0].name
+    args = [w.ref(n.inputs[0])] + [w.init(np.array(a[k], np.int64), f"{base}.{k}")
+                                   for k in ("starts", "ends")]
+    if a["axes"]:
+        args.append(w.init(np.array(a["axes"], np.int64), f"{base}.axes"))
+        if a["steps"]:
+            args.append(w.init(np.array(a["steps"], np.int64), f"{base}.steps"))
+    return w.node("Slice", args, base)
+
+
+def _pad(w: _Writer, n: Node) -> list[str]:
+    a, base = n.all_attrs, n.outputs[0].name
+    args = [w.ref(n.inputs[0]), w.init(np.array(a["pads"], np.int64), f"{base}.pads"),
+            w.init(np.array(a["value"], n.inputs[0].type.dtype.np), f"{base}.value")]
+    return w.node("Pad", args, base, mode=a["mode"])
+
+
+EMITTERS: dict[str, Callable[[_Writer, Node], list[str]]] = {
+    "conv": _mac, "dense": _mac, "lstm": _lstm, "max_pool": _pool, "avg_pool": _pool,
+    "reshape": _shape_op("Reshape", "shape"), "expand": _shape_op("Expand", "shape"),
+    "tile": _shape_op("Tile", "repeats"), "slice": _slice, "pad": _pad,
+    "transpose": lambda w, n: w.node("Transpose", [w.ref(n.inputs[0])], n.outputs[0].name,
+                                     perm=list(n.attr("perm"))),
+    "concat": lambda w, n: w.node("Concat", [w.ref(v) for v in n.inputs], n.outputs[0].name,
+                                  axis=n.attr("axis")),
+    "softmax": lambda w, n: w.node("Softmax", [w.ref(n.inputs[0])], n.outputs[0].name,
+                                   axis=n.attr("axis")),
+    "matmul": lambda w, n: w.node("MatMul", [w.ref(n.inputs[0]), w.weight(n, n.inputs[1], "b")],
+                                  n.outputs[0].name),
+    "gather": lambda w, n: w.node("Gather", [w.ref(v) for v in n.inputs], n.outputs[0].name,
+                                  axis=n.attr("axis")),
+}
+
+
+def export_onnx(g: Graph, qres: QuantResult | None = None) -> onnx.ModelProto:
+    """The ONNX model of float graph `g`; with `qres` (from quantize_graph on this prepared
+    graph), the QDQ model of its int8 quantisation."""
+    w = _Writer(g, qres)
+    inputs = []
+    for v in g.inputs:
+        w.taken.add(v.name)
+        inputs.append(helper.make_tensor_value_info(v.name, _ONNX_DTYPE[v.type.dtype.value],
+                                                    list(v.type.shape)))
+        w.bind(v, v.name)
+    for n in g.nodes:
+        name = n.op.name
+        if name == "const":
+            continue
+        if name in EMITTERS:
+            outs = EMITTERS[name](w, n)
+        elif name in _SIMPLE:
+            outs = w.node(_SIMPLE[name], [w.ref(v) for v in n.inputs], n.outputs[0].name)
+        elif "activation" in n.op.traits:
+            params = tuple(n.all_attrs[p] for p in sorted(n.op.attrs))
+            if name == "hard_sigmoid":
+                params = (n.attr("alpha"), n.attr("beta"))
+            outs = [_act(w, w.ref(n.inputs[0]), name, params, n.outputs[0].name)]
+        else:
+            raise UnsupportedOpError(f"ONNX export: {n.label()} has no ONNX form")
+        for v, o in zip(n.outputs, outs):
+            w.bind(v, o)
+    outputs = []
+    for v in g.outputs:
+        src = w.ref(v)
+        w.nodes.append(helper.make_node("Identity", [src], [v.name], name=f"out_{v.name}"))
+        outputs.append(helper.make_tensor_value_info(v.name, _ONNX_DTYPE[v.type.dtype.value],
+                                                     list(v.type.shape)))
+    graph = helper.make_graph(w.nodes, g.name or "main", inputs, outputs, w.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="ocrc")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def save_onnx(graph: Graph, options: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
+    """Write the pipeline's result as ONNX: QDQ when the quantize pass ran (its QuantResult
+    and prepared float graph are in `options`), else the float graph itself."""
+    qres = options.get("quant_result")
+    model = export_onnx(options["quant_float_graph"], qres) if qres is not None else \
+        export_onnx(graph)
+    atomic_write_bytes(path, model.SerializeToString())
