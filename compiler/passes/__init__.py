@@ -16,6 +16,7 @@ from typing import Any
 from ocrc.compiler.errors import PassError
 from ocrc.compiler.passes import (  # noqa: F401  (each module registers its pass)
     canonicalize,
+    compress_auto,
     fold_bn,
     fold_pad,
     fuse_act,
