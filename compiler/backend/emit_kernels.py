@@ -111,7 +111,7 @@ class ConvEmitter(TailMixin):
         _, cin, h, w = x.type.shape
         _, cout, ho, wo = n.output.type.shape
         xv, ov = self.ctx.view(x, cin), self.ctx.view(self.kernel.outputs[0], cout)
-        rb, cb = self.params["rb"], self.params["cb"] if is_conv else cout
+        rb, cb = self.params["rb"], self.params["cb"]
         if is_conv:
             kh, kw = self.ctx.array(n.inputs[1]).shape[1:3]
             (sh, sw), (dh, dw), g = a["strides"], a["dilations"], a["group"]
@@ -119,8 +119,13 @@ class ConvEmitter(TailMixin):
             (kh, kw), (sh, sw), (dh, dw), g = a["kernel_shape"], a["strides"], (1, 1), 1
         pt, pl, pb, pr = a["pads"]
         bands, blocks = _bands(ho, rb), _bands(cout, cb)
-        if g > 1 and len(blocks) > 1:
-            raise Misfit("grouped convs keep all output channels in one block")
+        # Channel blocks of grouped convs and pools take whole groups and read only their
+        # groups' input channels (a pool is a depthwise op: one channel per group).
+        ng, cg = (cout // g, cin // g) if is_conv else (1, 1)
+        split_in = (g > 1 or not is_conv) and len(blocks) > 1
+        if split_in and cb % ng:
+            raise Misfit("a channel block must hold whole groups")
+        cin_b = cb // ng * cg if split_in else cin
         geo = []
         for oy0, oy1 in bands:
             iy0 = max(0, oy0 * sh - pt)
@@ -132,8 +137,8 @@ class ConvEmitter(TailMixin):
             geo.append((oy0, oy1, iy0, iy1, tpt, tpb))
         hmax = max(g_[3] - g_[2] for g_ in geo)
         nbuf = 2 if self.params.get("db", True) else 1  # double-buffered staging
-        xbufs = [self.alloc(hmax * w * cin) for _ in range(nbuf)] \
-            if self.needs_buf(xv, 2, cin) else [None]
+        xbufs = [self.alloc(hmax * w * cin_b) for _ in range(nbuf)] \
+            if self.needs_buf(xv, 2, cin_b) else [None]
         load = self._weights(n, blocks, is_conv)
         in_place = self.in_place(ov, cb)
         obufs = [None] if in_place else [self.alloc(rb * wo * cb) for _ in range(nbuf)]
@@ -141,27 +146,30 @@ class ConvEmitter(TailMixin):
         inner_bands = self.params.get("order", "bands") == "bands" or len(blocks) == 1
         order = ([(j, i) for j in range(len(blocks)) for i in range(len(bands))] if inner_bands
                  else [(j, i) for i in range(len(bands)) for j in range(len(blocks))])
-        loaded, t, xa, xband = -1, 0, None, -1
+        loaded, t, nfetch, xa, xband = -1, 0, 0, None, (-1, -1)
         for j, i in order:
             self.tile()
             if j != loaded:
                 wb, qb = load(j)
                 loaded = j
             oy0, oy1, iy0, iy1, tpt, tpb = geo[i]
-            if xband != i or xv.mem != SRAM:
-                xa = self.fetch(xv, iy0 * w, iy1 * w, 0, cin, xbufs[t % len(xbufs)])
-                xband = i
             c0, c1 = blocks[j]
+            ic0, ic1 = (c0 // ng * cg, c1 // ng * cg) if split_in else (0, cin)
+            if xband != (i, ic0):
+                xa = self.fetch(xv, iy0 * w, iy1 * w, ic0, ic1, xbufs[nfetch % len(xbufs)])
+                xband, nfetch = (i, ic0), nfetch + 1
             dst = ov.at(oy0 * wo, c0) if in_place else obufs[t % len(obufs)]
             f = dict(src=xa, dst=dst, h=iy1 - iy0, w=w, kh=kh, kw=kw, sh=sh, sw=sw, pt=tpt,
                      pb=tpb, pl=pl, pr=pr, lo=a["lo"], hi=a["hi"])
             if is_conv:
-                self.ins(Opcode.CONV, wgt=wb, qp=qb, cin=cin, cout=c1 - c0, dh=dh, dw=dw,
-                         groups=g, zx=a["x_zp"], zy=a["y_zp"], out=DType.I8, **f)
+                self.ins(Opcode.CONV, wgt=wb, qp=qb, cin=ic1 - ic0, cout=c1 - c0, dh=dh,
+                         dw=dw, groups=(c1 - c0) // ng if split_in else g, zx=a["x_zp"],
+                         zy=a["y_zp"], out=DType.I8, **f)
             else:
                 mode = {"max": PoolMode.MAX, "avg": PoolMode.AVG,
                         "avg_pad": PoolMode.AVG_PAD}[a["mode"]]
-                self.ins(Opcode.POOL, qp=qb, c=cin, zx=a["x_zp"], zy=a["y_zp"], mode=mode, **f)
+                self.ins(Opcode.POOL, qp=qb, c=ic1 - ic0, zx=a["x_zp"], zy=a["y_zp"], mode=mode,
+                         **f)
             box = (oy0 * wo, oy1 * wo, c0, c1)
             self.tail(dst, box, ov, t % 2)
             self.put(ov, oy0 * wo, oy1 * wo, c0, c1, dst)

@@ -58,7 +58,12 @@ def candidates(kernel: Kernel, ctx: Ctx) -> list[dict[str, Any]]:
     if name in ("npu.conv", "npu.pool"):
         _, cout, ho, _ = n.output.type.shape
         rbs = _splits(ho)
-        cbs = [cout] if name == "npu.pool" or n.attr("group") > 1 else _splits(cout, cols, 6)
+        if name == "npu.pool":
+            cbs = _splits(cout, 1, 6)
+        elif n.attr("group") > 1:
+            cbs = _splits(cout, cout // n.attr("group"), 6)
+        else:
+            cbs = _splits(cout, cols, 6)
         out = []
         for cb in cbs:
             for rb in rbs:

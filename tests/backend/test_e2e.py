@@ -34,6 +34,13 @@ def conv_depthwise_grouped() -> Graph:
     return g.graph(c)
 
 
+def depthwise_split() -> Graph:  # 24 KiB activations: channel blocks on the 16 KiB target
+    g = G((1, 64, 16, 24))
+    a = g.conv(g.x, 64, group=64, k=5, pads=(2, 2, 2, 2), act="relu")
+    b = g.conv(a, 64, group=16, pads=(1, 1, 1, 1))
+    return g.graph(g.op("max_pool", b, kernel_shape=(16, 2), strides=(16, 2)))
+
+
 def conv_wide() -> Graph:  # 40 output channels: blocks of the array's columns on small targets
     g = G((1, 16, 9, 20))
     a = g.conv(g.x, 40, pads=(1, 1, 1, 1), act="silu")
@@ -97,7 +104,7 @@ def lstm(direction: str, hidden: int = 12, init: bool = False) -> Callable[[], G
 
 CASES: dict[str, Callable[[], Graph]] = {
     "conv": conv_plain, "conv_strided": conv_strided_padded_dilated,
-    "conv_grouped": conv_depthwise_grouped, "conv_wide": conv_wide, "residual": residual_add,
+    "conv_grouped": conv_depthwise_grouped, "dw_split": depthwise_split, "conv_wide": conv_wide, "residual": residual_add,
     "pools": pools, "concat_lut_mul": concat_lut_mul, "dense_head": dense_head,
     "lstm_fwd": lstm("forward"), "lstm_rev_init": lstm("reverse", init=True),
     "lstm_bi": lstm("bidirectional", hidden=16),
