@@ -25,6 +25,7 @@ from ocrc.compiler.passes import (  # noqa: F401  (each module registers its pas
     prune,
     prune_structured,
     quantize,
+    share_weights,
 )
 from ocrc.compiler.passes.base import (
     PASSES,
