@@ -135,6 +135,9 @@ class ConvEmitter(TailMixin):
             if max(tpt, tpb, pl, pr) > 15:
                 raise UnsupportedOpError(f"{n.label()}: padding > 15 does not fit the ISA")
             geo.append((oy0, oy1, iy0, iy1, tpt, tpb))
+        lim = 7 if is_conv else 15  # CONV strides are 3-bit fields, POOL's 4-bit
+        if (sh > lim and rb > 1) or sw > lim:
+            raise Misfit("the stride does not fit the instruction's field")
         hmax = max(g_[3] - g_[2] for g_ in geo)
         nbuf = 2 if self.params.get("db", True) else 1  # double-buffered staging
         xbufs = [self.alloc(hmax * w * cin_b) for _ in range(nbuf)] \
@@ -159,7 +162,10 @@ class ConvEmitter(TailMixin):
                 xa = self.fetch(xv, iy0 * w, iy1 * w, ic0, ic1, xbufs[nfetch % len(xbufs)])
                 xband, nfetch = (i, ic0), nfetch + 1
             dst = ov.at(oy0 * wo, c0) if in_place else obufs[t % len(obufs)]
-            f = dict(src=xa, dst=dst, h=iy1 - iy0, w=w, kh=kh, kw=kw, sh=sh, sw=sw, pt=tpt,
+            # A band of one output row has exactly one window: any stride gives it, and 1
+            # fits the ISA's stride field whatever the layer's stride.
+            f = dict(src=xa, dst=dst, h=iy1 - iy0, w=w, kh=kh, kw=kw,
+                     sh=1 if oy1 - oy0 == 1 else sh, sw=sw, pt=tpt,
                      pb=tpb, pl=pl, pr=pr, lo=a["lo"], hi=a["hi"])
             if is_conv:
                 self.ins(Opcode.CONV, wgt=wb, qp=qb, cin=ic1 - ic0, cout=c1 - c0, dh=dh,
