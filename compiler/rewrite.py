@@ -297,7 +297,7 @@ def _fingerprint(a: np.ndarray) -> str:
     byte of a 400 MB classifier weight on every CSE round is what this avoids)."""
     flat = a.reshape(-1)
     sample = flat[:: max(1, flat.size // 4096)]
-    return hashlib.sha1(np.ascontiguousarray(sample).tobytes()).hexdigest()
+    return hashlib.sha1(np.asarray(sample, order="C").tobytes()).hexdigest()
 
 
 def node_key(n: Node, inputs: Iterable[Value | None]) -> tuple[Any, ...]:

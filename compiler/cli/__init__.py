@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from ocrc.runtime.errors import OcrcError
 
 # Subcommand modules, in the order `ocrc --help` lists them.
-COMMANDS = ("inspect", "compile", "analyze", "opt", "run", "disasm", "bench")
+COMMANDS = ("demo", "inspect", "compile", "analyze", "opt", "run", "disasm", "bench")
 
 
 class UsageError(OcrcError):

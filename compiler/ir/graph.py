@@ -16,7 +16,7 @@ import networkx as nx
 import numpy as np
 
 from ocrc.compiler.errors import IRVerifyError
-from ocrc.compiler.ir.opdef import OPS, OpDef
+from ocrc.compiler.ir.opdef import OPS, OpDef, coerce_attr
 from ocrc.compiler.ir.types import TensorType
 
 
@@ -159,7 +159,9 @@ class Builder:
              out_names: Sequence[str] = ()) -> tuple[Value, ...]:
         """Append `op(inputs) {attrs}`; returns its output values (types inferred)."""
         opdef = OPS[op] if isinstance(op, str) else op
-        attrs = dict(attrs or {})
+        # Canonical attribute values (tuples, floats), so printing stays canonical.
+        attrs = {k: coerce_attr(opdef.attrs[k].kind, v) if k in opdef.attrs else v
+                 for k, v in (attrs or {}).items()}
         full = opdef.with_defaults(attrs)
         types = opdef.infer([v.type if v is not None else None for v in inputs], full)
         names = list(out_names) + [""] * (len(types) - len(out_names))

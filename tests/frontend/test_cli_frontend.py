@@ -91,9 +91,10 @@ BAD: list[tuple[Callable[[Path, Path], list[str]], str]] = [
     (lambda d, t: ["inspect", str(d), "--input-shape", "image=1,x"],
      r"--input-shape 'image=1,x': expected NAME=D0,D1,... with integer dims"),
     (lambda d, t: ["compile", str(d), "-t", "npu", "--input-shape", "image=1,1,32,64"],
-     r"target 'npu' is not available yet"),
-    (lambda d, t: ["compile", str(d), "-t", "onnx", "--input-shape", "image=1,1,32,64"],
-     r"target 'onnx' is not available yet"),
+     r"-t npu quantises the model: pass calibration inputs with --calib DIR\|FILE.npz"),
+    (lambda d, t: ["compile", str(d), "-t", "onnx", "--input-shape", "image=1,1,32,64",
+                   "--quant", "int8"],
+     r"--quant int8 needs calibration data: --calib DIR\|FILE.npz"),
     (lambda d, t: ["compile", str(d), "-t", "tpu"], r"--target 'tpu': unknown target; expected "
                                                     r"one of ir, npu, onnx"),
 ]
