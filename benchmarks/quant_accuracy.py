@@ -1,0 +1,158 @@
+"""int8 acceptance benchmark (issue 4): ocrc's all-integer models (convs, LSTM, Gemm) against
+fp32, onnxruntime's quantize_static next to them, the QDQ export against the golden int8
+interpreter, and the per-layer error reports.
+
+Run from the repository root: `python -m benchmarks.quant_accuracy` (writes the "Quantisation"
+section of benchmarks/RESULTS.md and per-layer JSON reports under benchmarks/out/;
+`--no-write` only prints, `--limit N` evaluates the first N images).
+
+Input widths vary per image (ddddocr keeps the aspect ratio), and the IR is static: the model
+is imported once per distinct input shape; one calibration table (keyed by value names, which
+do not depend on the width) serves every shape.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from benchmarks.ocr.datasets import load_dataset
+from benchmarks.ocr.harness import OrtRecognizer, recognize
+from benchmarks.ocr.metrics import accuracy, agreement, cer
+from benchmarks.ocr.ort_quant import ort_int8_model
+from benchmarks.ocr.report import markdown_table, write_section
+from benchmarks.ocr.tasks import TASKS, OcrTask
+from ocrc.compiler.export_onnx import export_onnx
+from ocrc.compiler.ir import Graph, run
+from ocrc.compiler.pipeline import optimize
+from ocrc.compiler.quant import CalibTable, QuantResult, calibrate, prepare, quantize_graph
+from ocrc.compiler.quant.report import quant_report
+from ocrc.frontend import import_onnx
+from ocrc.frontend.zoo import fetch_model
+
+SECTION = "Quantisation"
+EVAL_SET, CALIB_SET = "clean", "calib-clean"
+REPORT_SAMPLES = 4
+OUT = Path(__file__).parent / "out"
+
+
+class OcrcInt8:
+    """The task's model through ocrc: float passes, prepare, calibration, int8 rewrite; one
+    graph per input shape. Callable as a Recognizer running the golden int8 interpreter."""
+
+    def __init__(self, task: OcrTask, method: str) -> None:
+        self.path = fetch_model(task.model)
+        self.input = onnx.load(str(self.path), load_external_data=False).graph.input[0].name
+        self.method = method
+        self.floats: dict[tuple[int, ...], Graph] = {}
+        self.quants: dict[tuple[int, ...], QuantResult] = {}
+        self.qdq: dict[tuple[int, ...], OrtRecognizer] = {}
+        self.table = CalibTable()
+
+    def float_graph(self, shape: tuple[int, ...]) -> Graph:
+        if shape not in self.floats:
+            g = import_onnx(str(self.path), {self.input: list(shape)})
+            self.floats[shape] = prepare(optimize(g))
+        return self.floats[shape]
+
+    def calibrate(self, inputs: list[np.ndarray]) -> None:
+        by_shape = collections.defaultdict(list)
+        for x in inputs:
+            by_shape[x.shape].append({self.input: x})
+        for shape in sorted(by_shape):
+            calibrate(self.float_graph(shape), by_shape[shape], self.table, progress=False)
+
+    def quant(self, shape: tuple[int, ...]) -> QuantResult:
+        if shape not in self.quants:
+            self.quants[shape] = quantize_graph(self.float_graph(shape), self.table, self.method)
+        return self.quants[shape]
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return next(iter(run(self.quant(x.shape).graph, {self.input: x}).values()))
+
+    def qdq_recognizer(self, x: np.ndarray) -> np.ndarray:
+        """The QDQ export of the same int8 model, run by onnxruntime."""
+        if x.shape not in self.qdq:
+            model = export_onnx(self.float_graph(x.shape), self.quant(x.shape))
+            self.qdq[x.shape] = OrtRecognizer(model.SerializeToString(), threads=1)
+        return self.qdq[x.shape](x)
+
+
+def evaluate(task_name: str, method: str, limit: int | None) -> tuple[list[list[str]], str]:
+    task = TASKS[task_name]()
+    samples = load_dataset(EVAL_SET)[:limit]
+    labels = [s.text for s in samples]
+    calib = [task.preprocess(s.image) for s in load_dataset(CALIB_SET)]
+    ocrc = OcrcInt8(task, method)
+    t0 = time.perf_counter()
+    ocrc.calibrate(calib)
+    t_cal = time.perf_counter() - t0
+    fp32 = recognize(task, OrtRecognizer(fetch_model(task.model), threads=1),
+                     (s.image for s in samples))
+    ort8 = recognize(task, OrtRecognizer(ort_int8_model(task, CALIB_SET), threads=1),
+                     (s.image for s in samples))
+    t0 = time.perf_counter()
+    ours = recognize(task, ocrc, (s.image for s in samples))
+    t_run = (time.perf_counter() - t0) / len(samples)
+    qdq = recognize(task, ocrc.qdq_recognizer, (s.image for s in samples))
+    rows = []
+    for variant, preds, vs in (("fp32 (onnxruntime)", fp32, None),
+                               ("ort quantize_static int8 QDQ, LSTM float", ort8, None),
+                               (f"ocrc int8 golden interpreter, all integer ({method})", ours,
+                                None),
+                               ("ocrc QDQ export in onnxruntime", qdq, ours)):
+        rows.append([task.name, variant, str(len(samples)), f"{100 * accuracy(preds, labels):.1f}%",
+                     f"{100 * cer(preds, labels):.2f}%", f"{100 * agreement(preds, fp32):.1f}%",
+                     f"{100 * agreement(preds, vs):.1f}%" if vs is not None else ""])
+    # Per-layer report on the most common calibration shape.
+    shape = collections.Counter(x.shape for x in calib).most_common(1)[0][0]
+    xs = [{ocrc.input: x} for x in calib if x.shape == shape][:REPORT_SAMPLES]
+    rep = quant_report(ocrc.float_graph(shape), ocrc.quant(shape), xs)
+    OUT.mkdir(exist_ok=True)
+    rep.write(OUT / f"quant-report-{task.name}.json")
+    worst = ", ".join(f"{r.layer} ({r.op} `{r.value}`: {r.sqnr_entire:.1f} dB entire, "
+                      f"{r.sqnr_single:.1f} dB single)" for r in rep.rows[:5])
+    note = (f"- **{task.name}**: calibration {t_cal:.1f} s over {len(calib)} images "
+            f"({len(ocrc.floats)} input shapes); golden interpreter {1e3 * t_run:.0f} ms/image. "
+            f"Per-layer report (`benchmarks/out/quant-report-{task.name}.json`, input "
+            f"{'x'.join(map(str, shape))}, {len(xs)} images), worst layers: {worst}.\n")
+    return rows, note
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    ap.add_argument("--method", default="minmax", help="activation range method")
+    ap.add_argument("--limit", type=int, help="evaluate only the first N images")
+    ap.add_argument("--no-write", action="store_true", help="print only")
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    rows, notes = [], []
+    for name in args.tasks:
+        r, note = evaluate(name, args.method, args.limit)
+        rows += r
+        notes.append(note)
+    cmd = "python -m benchmarks.quant_accuracy" + "".join(
+        f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
+    body = (f"Command: `{cmd}` ({time.perf_counter() - t0:.0f} s). Data: `{EVAL_SET}` "
+            f"(300 rendered images, seed 1), calibration on `{CALIB_SET}` (32 images, seed 101). "
+            "Agreement = exact string equality. ocrc int8: every conv, the LSTM and the Gemm in "
+            "integers (docs/quantization.md); fp32 and onnxruntime int8 as in the baselines "
+            "section.\n\n"
+            + markdown_table(["model", "variant", "n", "accuracy", "CER", "agreement with fp32",
+                              "agreement with ocrc golden int8"], rows)
+            + "\n" + "".join(notes))
+    print(body)
+    if not args.no_write:
+        write_section(SECTION, body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
