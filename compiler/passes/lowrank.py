@@ -227,7 +227,18 @@ class LowRank(Pass):
 def _split(rw: Rewriter, n: Node, factors: dict[Node, Any]) -> Any:
     if n not in factors:
         return None
-    s, uv = factors[n]
+    out = _split_node(rw, n, factors[n])
+    final = set(out) if isinstance(out, tuple) else {out}
+    base = n.outputs[0].name or n.name or "lowrank"
+    for m in rw.pending:  # name the new intermediate (calibration tables key values by name)
+        for v in m.outputs:
+            if not v.name and m.op.name != "const" and v not in final:
+                v.name = f"{base}.v"
+    return out
+
+
+def _split_node(rw: Rewriter, n: Node, factor: Any) -> Any:
+    s, uv = factor
     ins = list(n.inputs) + [None] * 7
     x = ins[0]
     keep = {k: v for k, v in n.attrs.items() if k in EPILOGUE}
