@@ -88,3 +88,17 @@ def onnx_scores(model_path: Path | str, samples: Sequence[Sample]) -> dict[str, 
     preds = onnx_predict(model_path, samples)
     labels = [s.text for s in samples]
     return {"accuracy": accuracy(preds, labels), "cer": cer(preds, labels)}
+
+
+WEIGHT_INPUTS = {"Conv": (1,), "LSTM": (1, 2), "MatMul": (1,), "Gemm": (1,)}
+
+
+def weight_initializers(model) -> dict[str, np.ndarray]:  # model: onnx.ModelProto
+    """The prunable weights of an ONNX model, by initializer name: conv kernels, LSTM W and R,
+    MatMul/Gemm matrices (not biases, not LSTM B), in graph order."""
+    from onnx import numpy_helper
+
+    inits = {t.name: t for t in model.graph.initializer}
+    names = [node.input[i] for node in model.graph.node
+             for i in WEIGHT_INPUTS.get(node.op_type, ()) if node.input[i] in inits]
+    return {n: numpy_helper.to_array(inits[n]) for n in dict.fromkeys(names)}

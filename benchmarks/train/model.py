@@ -6,6 +6,7 @@ Input [N, 1, 32, W] (grayscale /255), output [W/4, N, 37] logits (CTC blank + [0
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -79,9 +80,14 @@ def export_onnx(model: CRNN, path: Path, example_width: int = 128) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     x = torch.ones(1, 1, HEIGHT, example_width)
     tmp = path.with_suffix(".tmp.onnx")
-    torch.onnx.export(model, (x,), str(tmp), dynamo=False, opset_version=OPSET,
-                      input_names=["image"], output_names=["logits"], do_constant_folding=True,
-                      dynamic_axes={"image": {3: "width"}, "logits": {0: "T"}})
+    with warnings.catch_warnings():
+        # The legacy exporter is deprecated, and warns about LSTM batch sizes (we export 1).
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", "Exporting a model to ONNX with a batch_size")
+        torch.onnx.export(model, (x,), str(tmp), dynamo=False, opset_version=OPSET,
+                          input_names=["image"], output_names=["logits"],
+                          do_constant_folding=True,
+                          dynamic_axes={"image": {3: "width"}, "logits": {0: "T"}})
     proto = onnx.load(str(tmp))
     tmp.unlink()
     _positive_zeros(proto)
@@ -92,3 +98,17 @@ def export_onnx(model: CRNN, path: Path, example_width: int = 128) -> None:
     proto.producer_name = "ocrc-train"
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
+
+
+def macs(model: CRNN, width: int = 128) -> int:
+    """Multiply-accumulates of one [1, 1, 32, width] inference, counting every weight (dense)."""
+    total, h, w = 0, HEIGHT, width
+    for m in model.backbone:
+        if isinstance(m, nn.Conv2d):
+            total += m.out_channels * m.in_channels * 9 * h * w
+        elif isinstance(m, nn.MaxPool2d):
+            k = m.kernel_size if isinstance(m.kernel_size, tuple) else (m.kernel_size,) * 2
+            h, w = h // k[0], w // k[1]
+    hidden = model.rnn.hidden_size
+    total += w * 2 * 4 * hidden * (model.features + hidden)
+    return total + w * model.head.in_features * model.head.out_features

@@ -17,7 +17,7 @@ ROUND = 8  # kept channel counts are multiples of this (MAC-array friendly)
 
 def kept(count: int, keep: float) -> int:
     """Channels kept of `count` at fraction `keep`, rounded to a multiple of ROUND (>= ROUND)."""
-    return max(ROUND, int(round(count * keep / ROUND)) * ROUND)
+    return max(ROUND, round(count * keep / ROUND) * ROUND)
 
 
 def narrow_shape(model: CRNN, keep: float) -> tuple[list[tuple[int, tuple[int, int] | None]], int]:

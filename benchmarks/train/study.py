@@ -17,11 +17,13 @@ from typing import Any
 import numpy as np
 import onnx
 import torch
+from ocrc.frontend.zoo import cache_dir, file_lock
 
 from benchmarks.ocr.datasets import DATASETS, generate, load_dataset
-from benchmarks.train import data, model as crnn, train
-from benchmarks.train.structured import filter_prune, narrow_shape
+from benchmarks.train import data, train
+from benchmarks.train import model as crnn
 from benchmarks.train.report import write_report
+from benchmarks.train.structured import filter_prune, narrow_shape
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +50,6 @@ def _hash(recipe: dict[str, Any]) -> str:
 
 
 def _cache() -> Path:
-    from ocrc.frontend.zoo import cache_dir
-
     folder = cache_dir() / "train"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
@@ -71,20 +71,20 @@ def _save(path: Path, model: torch.nn.Module, info: dict[str, Any]) -> None:
 
 
 def onnx_weight_stats(path: Path) -> dict[str, Any]:
-    """Float bytes, and zeros of the weight initializers (ndim >= 2: conv, LSTM W/R, head)."""
+    """Float bytes, and zeros of the weight initializers (conv, LSTM W/R, head MatMul)."""
     proto = onnx.load(str(path))
-    float_bytes = total = zeros = 0
-    for init in proto.graph.initializer:
-        if init.data_type != onnx.TensorProto.FLOAT:
-            continue
-        arr = onnx.numpy_helper.to_array(init)
-        float_bytes += arr.nbytes
-        if arr.ndim >= 2:
-            total += arr.size
-            zeros += int(np.count_nonzero(arr == 0))
+    float_bytes = sum(onnx.numpy_helper.to_array(t).nbytes for t in proto.graph.initializer
+                      if t.data_type == onnx.TensorProto.FLOAT)
+    total = zeros = 0
+    per_init = {}
+    for name, arr in data.weight_initializers(proto).items():
+        total += arr.size
+        zeros += int(np.count_nonzero(arr == 0))
+        per_init[name] = {"shape": list(arr.shape),
+                          "sparsity": round(float(np.mean(arr == 0)), 4)}
     return {"float_bytes": float_bytes, "weights": total, "zero_weights": zeros,
             "sparsity": zeros / total, "onnx_file_bytes": path.stat().st_size,
-            "opset": proto.opset_import[0].version}
+            "opset": proto.opset_import[0].version, "initializer_sparsity": per_init}
 
 
 def _record(tag: str, model: crnn.CRNN, info: dict[str, Any]) -> dict[str, Any]:
@@ -94,17 +94,19 @@ def _record(tag: str, model: crnn.CRNN, info: dict[str, Any]) -> dict[str, Any]:
     test = load_dataset("clean")
     rec = {"tag": tag, **info, **onnx_weight_stats(path),
            "torch_sparsity": train.sparsity(model), "params": crnn.param_count(model),
+           "macs_w128": crnn.macs(model, 128),
            "test": {"dataset": "clean", "n": DATASETS["clean"].n, "seed": DATASETS["clean"].seed,
                     **data.onnx_scores(path, test)},
            "check": {"dataset": "clean", "n": CHECK[1], "seed": CHECK[2],
                      **data.onnx_scores(path, generate(*CHECK))}}
     log.info("%s: sparsity %.3f, test accuracy %.3f, CER %.4f", tag, rec["sparsity"],
              rec["test"]["accuracy"], rec["test"]["cer"])
-    study = json.loads(STUDY_JSON.read_text()) if STUDY_JSON.is_file() else {"models": {}}
-    study["torch"] = torch.__version__
-    study["models"][tag] = rec
-    study["models"] = dict(sorted(study["models"].items(), key=lambda kv: _order(kv[0])))
-    STUDY_JSON.write_text(json.dumps(study, indent=1) + "\n")
+    with file_lock(_cache() / ".study.lock"):  # stages may run in parallel
+        study = json.loads(STUDY_JSON.read_text()) if STUDY_JSON.is_file() else {"models": {}}
+        study["torch"] = torch.__version__
+        study["models"][tag] = rec
+        study["models"] = dict(sorted(study["models"].items(), key=lambda kv: _order(kv[0])))
+        STUDY_JSON.write_text(json.dumps(study, indent=1) + "\n")
     if tag in SHIPPED:
         _ship(tag, path, rec)
     return rec
@@ -129,8 +131,11 @@ def _ship(tag: str, path: Path, rec: dict[str, Any]) -> None:
         "preprocessing": data.PREPROCESSING,
         "training": {"command": "python -m benchmarks.train", "seed": DENSE["seed"],
                      "dense_recipe": DENSE, **({"prune_recipe": PRUNE} if tag != "dense" else {}),
-                     "train_seconds": rec["train_seconds"]},
+                     "train_seconds": rec["train_seconds"],
+                     "cumulative_train_seconds": rec.get("cumulative_train_seconds",
+                                                         rec["train_seconds"])},
         "sparsity": round(rec["sparsity"], 4), "float_bytes": rec["float_bytes"],
+        "initializer_sparsity": rec["initializer_sparsity"],
         "accuracy": rec["test"], "check": rec["check"],
     }
     (MODELS_DIR / f"{name}.json").write_text(json.dumps(meta, indent=1) + "\n")
@@ -196,7 +201,7 @@ def run_nm(fresh: bool = False) -> None:
         before = train.evaluate(model, generate(*VAL), batch=50)
         sched = train.Schedule(NM["steps"], NM["lr"], NM["batch"], seed_base=NM["seed_base"])
         seconds = train.train(model, sched, masks, val=generate(*VAL))
-        info = {"method": "2:4 along the reduction axis (first conv dense)", "target": 0.5,
+        info = {"method": "2:4, reduction axis", "target": 0.5,
                 "steps": NM["steps"], "train_seconds": round(seconds, 1),
                 "val_before_finetune": before, "history": sched.history}
         _save(path, model, info)
@@ -233,4 +238,4 @@ def run_structured(fresh: bool = False) -> None:
         _record(tag, model, {**info, "cumulative_train_seconds": round(total, 1)})
 
 
-__all__ = ["run_dense", "run_prune", "run_structured", "run_nm", "write_report", "STUDY_JSON"]
+__all__ = ["STUDY_JSON", "run_dense", "run_nm", "run_prune", "run_structured", "write_report"]

@@ -121,7 +121,7 @@ def global_magnitude_masks(model: nn.Module, target: float) -> dict[str, torch.T
     the smallest, so masks only grow across iterations."""
     params = prunable(model)
     flat = torch.cat([p.detach().abs().flatten() for p in params.values()])
-    k = int(round(target * flat.numel()))
+    k = round(target * flat.numel())
     if k == 0:
         return {n: torch.ones_like(p, dtype=torch.bool) for n, p in params.items()}
     # Rank by (|w|, position) so ties are broken deterministically and exactly k are pruned.
