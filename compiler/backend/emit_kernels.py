@@ -212,7 +212,8 @@ class ConvEmitter(TailMixin):
 
 
 class MatmulEmitter(TailMixin):
-    """npu.matmul: params mb (rows per block), nb (columns per block)."""
+    """npu.matmul: params mb (rows per block), nb (columns per block), kb (reduction block:
+    below K the int32 partial sums accumulate in SRAM and a REQUANT finishes each tile)."""
 
     def run(self) -> None:
         n = self.kernel.anchor
@@ -226,26 +227,33 @@ class MatmulEmitter(TailMixin):
         ov = self.ctx.view(self.kernel.outputs[0], nn_)
         i32 = a["out"] == "i32"
         oe = 4 if i32 else 1
-        mb, nb = self.params["mb"], self.params["nb"]
-        rows, cols = _bands(m, mb), _bands(nn_, nb)
+        mb, nb, kb = self.params["mb"], self.params["nb"], self.params.get("kb", k)
+        rows, cols, ks = _bands(m, mb), _bands(nn_, nb), _bands(k, kb)
+        split = len(ks) > 1
         tail = self.kernel.nodes[1:]
         xbufs = [self.alloc(mb * k) for _ in range(2 if len(rows) > 1 else 1)] \
             if self.needs_buf(xv, 2, k) else [None]
-        nwb = 1 if len(cols) == 1 else 2
-        wbufs = [self.alloc(nb * k) for _ in range(nwb)]
-        qbufs = [self.alloc(12 * nb) for _ in range(nwb)]
-        direct = ov.mem == SRAM and not tail and (not i32 or nb == nn_)
+        nwb = 1 if len(cols) == 1 and not split else 2
+        wbufs = [self.alloc(nb * kb) for _ in range(nwb)]
+        qbufs = [self.alloc(12 * nb) for _ in range(1 if len(cols) == 1 else 2)]
+        # requantised in the MATMUL itself (i8, one K block) or by a REQUANT after it
+        via_acc = i32 or split
+        direct = ov.mem == SRAM and not tail and (not via_acc or nb == nn_)
         obufs = [None, None] if direct else [self.alloc(mb * nb * oe) for _ in range(2)]
-        zq = self.load_const("zero_qp", np.zeros(3 * nb, np.int32)) if i32 else None
+        accbuf = self.alloc(mb * nb * 4) if split else None
+        zq = self.load_const("zero_qp", np.zeros(3 * nb, np.int32)) if via_acc else None
         self.prepare_tail(tail, ov, mb, nb)
-        wd = self.const(f"{n.output.name}.w", wt)
+        if split:  # weight blocks [col block][k block] laid out contiguously, in stream order
+            wblob = np.concatenate([wt[c0:c1, k0:k1].ravel() for c0, c1 in cols
+                                    for k0, k1 in ks])
+        else:
+            wblob = wt
+        wd = self.const(f"{n.output.name}.w", wblob)
         qblob = np.concatenate([qp[:, c0:c1].ravel() for c0, c1 in cols]).astype(np.int32)
         qd = self.const(f"{n.output.name}.qp", qblob)
-        t = 0
+        t, nw = 0, 0
         for j, (c0, c1) in enumerate(cols):
-            wb, qb = wbufs[j % nwb], qbufs[j % nwb]
-            self.ins(Opcode.LOADW, dram=wd + c0 * k, clen=(c1 - c0) * k, sram=wb,
-                     count=(c1 - c0) * k, fmt=0)
+            qb = qbufs[j % len(qbufs)]
             self.dma(Opcode.LOAD, qd + 12 * c0, qb, 12 * (c1 - c0))
             for i, (r0, r1) in enumerate(rows):
                 self.tile()
@@ -254,13 +262,29 @@ class MatmulEmitter(TailMixin):
                     dst, d_rs = ov.at(r0, c0), ov.c * oe
                 else:
                     dst, d_rs = obufs[t % 2], (c1 - c0) * oe
-                self.ins(Opcode.MATMUL, a=xa, b=wb, qp=zq if i32 else qb, dst=dst, m=r1 - r0,
-                         n=c1 - c0, k=k, a_rs=k, d_rs=d_rs, zx=a["x_zp"],
-                         zy=0 if i32 else a["y_zp"], lo=0 if i32 else a["lo"],
-                         hi=0 if i32 else a["hi"], out=DType.I32 if i32 else DType.I8)
-                if i32:
-                    self.ins(Opcode.REQUANT, src=dst, dst=dst, count=(r1 - r0) * (c1 - c0),
-                             chan=c1 - c0, qp=qb, zy=0, lo=0, hi=0, out_dt=DType.I32)
+                for kk, (k0, k1) in enumerate(ks):
+                    if i == 0 or split:
+                        wb = wbufs[nw % nwb]
+                        nw += 1
+                        self.ins(Opcode.LOADW, dram=wd + c0 * k + (c1 - c0) * k0,
+                                 clen=(c1 - c0) * (k1 - k0), sram=wb,
+                                 count=(c1 - c0) * (k1 - k0), fmt=0)
+                    mm = dict(a=xa + k0, b=wb, m=r1 - r0, n=c1 - c0, k=k1 - k0, a_rs=k,
+                              zx=a["x_zp"])
+                    if split:
+                        self.ins(Opcode.MATMUL, qp=zq, dst=accbuf, d_rs=4 * (c1 - c0),
+                                 out=DType.I32, acc=int(kk > 0), **mm)
+                    elif i32:
+                        self.ins(Opcode.MATMUL, qp=zq, dst=dst, d_rs=d_rs, out=DType.I32, **mm)
+                    else:
+                        self.ins(Opcode.MATMUL, qp=qb, dst=dst, d_rs=d_rs, zy=a["y_zp"],
+                                 lo=a["lo"], hi=a["hi"], out=DType.I8, **mm)
+                if via_acc:
+                    src = accbuf if split else dst
+                    rq = dict(zy=0, lo=0, hi=0, out_dt=DType.I32) if i32 else dict(
+                        zy=a["y_zp"], lo=a["lo"], hi=a["hi"], out_dt=DType.I8)
+                    self.ins(Opcode.REQUANT, src=src, dst=dst, count=(r1 - r0) * (c1 - c0),
+                             chan=c1 - c0, qp=qb, **rq)
                 box = (r0, r1, c0, c1)
                 self.tail(dst, box, ov, t % 2)
                 if not direct:

@@ -78,7 +78,11 @@ def candidates(kernel: Kernel, ctx: Ctx) -> list[dict[str, Any]]:
         assert w is not None
         nn_, k = w.type.shape
         m = n.inputs[0].type.size // k  # type: ignore[union-attr]
-        return [{"mb": mb, "nb": nb} for nb in _splits(nn_, cols, 10) for mb in _splits(m, 1, 4)]
+        out = [{"mb": mb, "nb": nb} for nb in _splits(nn_, cols, 10) for mb in _splits(m, 1, 4)]
+        if 2 * cols * k > ctx.target.sram_bytes // 4:  # weight rows too long: split K as well
+            out += [{"mb": mb, "nb": nb, "kb": kb} for nb in _splits(nn_, cols, 10)[-3:]
+                    for mb in _splits(m, 1, 4) for kb in _splits(k, 64, 6)[1:]]
+        return out
     if name == "npu.lstm":
         g4 = 4 * n.attr("hidden_size")
         return [{"r_resident": True, "nb": g4}] + [{"r_resident": False, "nb": nb}

@@ -88,6 +88,11 @@ def dense_head() -> Graph:
     return g.graph(g.op("softmax", d, axis=-1))
 
 
+def dense_long_k() -> Graph:  # K = 3000: weight rows do not fit the tiny target: K blocks
+    g = G((3, 1, 3000))
+    return g.graph(g.op("dense", g.x, g.w(36, 3000, sc=0.05), g.w(36, sc=0.1), act="relu"))
+
+
 def lstm(direction: str, hidden: int = 12, init: bool = False) -> Callable[[], Graph]:
     def build() -> Graph:
         g = G((7, 1, 10))
@@ -106,6 +111,7 @@ CASES: dict[str, Callable[[], Graph]] = {
     "conv": conv_plain, "conv_strided": conv_strided_padded_dilated,
     "conv_grouped": conv_depthwise_grouped, "dw_split": depthwise_split, "conv_wide": conv_wide, "residual": residual_add,
     "pools": pools, "concat_lut_mul": concat_lut_mul, "dense_head": dense_head,
+    "dense_long_k": dense_long_k,
     "lstm_fwd": lstm("forward"), "lstm_rev_init": lstm("reverse", init=True),
     "lstm_bi": lstm("bidirectional", hidden=16),
 }
