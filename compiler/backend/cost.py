@@ -57,17 +57,12 @@ def _df(name: str) -> int:
 
 @dataclass
 class TileCost:
-    """Busy cycles of one tile per unit; the tile costs the slowest of them when the queues
-    overlap (double buffering)."""
+    """Busy cycles of one tile per unit (DMA split into the load and store queues)."""
 
     mac: int = 0
     vector: int = 0
-    dma: int = 0
-
-    def add(self, other: TileCost) -> None:
-        self.mac += other.mac
-        self.vector += other.vector
-        self.dma += other.dma
+    load: int = 0
+    store: int = 0
 
     @property
     def compute(self) -> int:
@@ -75,4 +70,19 @@ class TileCost:
 
     @property
     def cycles(self) -> int:
-        return max(self.compute, self.dma)
+        """The tile alone: max(compute, memory)."""
+        return max(self.compute, self.load + self.store)
+
+
+def pipeline_cycles(tiles: list[TileCost]) -> int:
+    """A kernel's tiles on the three queues with double buffering: tile i computes while tile
+    i+1 loads and tile i-1 stores, so each step costs the slowest of the three; the first load
+    and the last store are not hidden."""
+    if not tiles:
+        return 0
+    total = tiles[0].load + tiles[-1].store
+    for i, t in enumerate(tiles):
+        nxt = tiles[i + 1].load if i + 1 < len(tiles) else 0
+        prev = tiles[i - 1].store if i > 0 else 0
+        total += max(t.compute, nxt, prev)
+    return total

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ocrc.compiler.backend.cost import Machine, TileCost
+from ocrc.compiler.backend.cost import Machine, TileCost, pipeline_cycles
 from ocrc.compiler.backend.memory import MemoryPlan, align
 from ocrc.compiler.backend.schedule import DRAM, SRAM, Insn
 from ocrc.compiler.ir.graph import Graph, Value
@@ -128,7 +128,7 @@ class KernelEmitter:
 
     @property
     def estimate(self) -> int:
-        return sum(t.cycles for t in self.tiles)
+        return pipeline_cycles(self.tiles)
 
     def ins(self, op: Opcode, **f: int) -> None:
         unit = FORMATS[op].unit
@@ -136,8 +136,10 @@ class KernelEmitter:
         t = self.tiles[-1]
         if unit is Unit.MAC:
             t.mac += c
+        elif op is Opcode.STORE:
+            t.store += c
         elif unit is Unit.DMA:
-            t.dma += c
+            t.load += c
         elif unit is Unit.VECTOR:
             t.vector += c
         if not self.dry:
