@@ -3,9 +3,10 @@ memories (uint8 arrays) and the decoded field row. Bounds were checked by verify
 this runs (numba does not check them); data-dependent values read from SRAM (shifts) are clamped
 here so that no byte pattern can cause undefined behaviour.
 
-MAC semantics are exact integer arithmetic: raw int8 x int8 products summed in int32 (|sum| <
-2**14 * 65535 < 2**31 since verify.py caps K at 65535), then acc = bias + sum - zx * sum(w) in
-int64, equal to bias + sum w*(x - zx) of qmath.conv_ref / dense_ref.
+MAC semantics are exact integer arithmetic, acc = bias + sum w*(x - zx) of qmath.conv_ref /
+dense_ref, computed in one of three exact ways: int8 w times int16 (x - zx) summed in int32;
+raw int8 products summed by float32 sgemm in exact K-chunks, then bias - zx*sum(w) added in
+int64 (large products, see F32_MAX_K); int16 activations in int64.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ from ocrc.runtime.target import (
 )
 
 ST_OK, ST_BAD_STREAM, ST_NOT_2_4, ST_NO_TOKEN = 0, 1, 2, 3
+# Hot loops index with U(i) (uint64): numba then skips its negative-index wraparound check,
+# which otherwise keeps LLVM from vectorising the loop (6x on im2col). Only ever wrap a final,
+# non-negative index: arithmetic mixing uint64 and int64 gives float64 in numba.
+U = np.uint64
 STATUS_TEXT = {
     ST_BAD_STREAM: "the bitmask weight stream has more nonzeros than its length allows",
     ST_NOT_2_4: "sparse=two_four but the weights are not 2:4 sparse along K",
@@ -36,19 +41,10 @@ STATUS_TEXT = {
 # ---------------------------------------------------------------- DMA
 @njit(cache=True)
 def copy_bytes(dst, d, src, s, n):  # type: ignore[no-untyped-def]
-    """dst[d:d+n] = src[s:s+n], 8 bytes at a time where both sides are 8-aligned (a uint8
-    slice assignment is a byte loop in numba, ~8x slower)."""
-    if d % 8 == s % 8 and n >= 64:
-        head = (8 - d % 8) % 8
-        for i in range(head):
-            dst[d + i] = src[s + i]
-        d8, s8 = (d + head) // 8, (s + head) // 8
-        n8 = (n - head) // 8
-        dst.view(np.uint64)[d8:d8 + n8] = src.view(np.uint64)[s8:s8 + n8]
-        for i in range(head + 8 * n8, n):
-            dst[d + i] = src[s + i]
-    else:
-        dst[d:d + n] = src[s:s + n]
+    """dst[d:d+n] = src[s:s+n] for non-overlapping ranges (a byte loop that LLVM vectorises:
+    2-3x a numba slice assignment)."""
+    for i in range(n):
+        dst[U(d + i)] = src[U(s + i)]
 
 
 @njit(cache=True)
@@ -79,20 +75,53 @@ def loadw(dram, sram, f):  # type: ignore[no-untyped-def]
     vp = base + mb
     vend = base + clen
     for i in range(count):
-        if (dram[base + (i >> 3)] >> (i & 7)) & 1:
+        if (dram[U(base + (i >> 3))] >> (i & 7)) & 1:
             if vp >= vend:
                 return ST_BAD_STREAM
-            sram[dst + i] = dram[vp]
+            sram[U(dst + i)] = dram[U(vp)]
             vp += 1
         else:
-            sram[dst + i] = 0
+            sram[U(dst + i)] = 0
     return ST_OK
 
 
 # ---------------------------------------------------------------- MAC array
+# Large products go through float32 BLAS (np.dot in numba calls the sgemm of scipy's BLAS),
+# small ones through the integer loop; both give the same int32 sums (tests/runtime/
+# test_rt_speed_paths.py). Why float32 sgemm is exact here:
+#   The operands are the raw int8 values x, w in [-128, 127] (the zero point is applied apart,
+#   as -zx * sum(w) in int64), so every product is an integer with |x*w| <= 2**14 (attained only
+#   at x = w = -128), exact in float32 (int8 -> float32 conversion is exact as well). However
+#   the BLAS orders, blocks or fuses (FMA) the reduction of one output element, each value it
+#   rounds is a sum over a subset S of the K products, an integer of magnitude <= |S| * 2**14
+#   <= K * 2**14, provided every earlier rounding was exact. float32 holds every integer up to
+#   2**24 exactly, so by induction every rounding is exact when K * 2**14 <= 2**24: K <= 1024.
+#   Longer reductions run in chunks of at most F32_MAX_K; the chunk sums (exact integers) are
+#   added in int32, where |total| <= 65535 * 2**14 < 2**31 (verify.MAX_K, the 16-bit k field).
+#   This assumes a BLAS that computes sums of the products at float32 (OpenBLAS, MKL, BLIS do:
+#   no Strassen-like algorithms, no reduced-precision modes unless asked for).
+# int16 activations (|x*w| <= 2**22) keep the integer loop: they are rare and small (LSTM).
+F32_MAX_K = 1024
+# Integer loop below these sizes: sgemm is slower than it on short M (measured on AVX2 and
+# AVX-512 OpenBLAS kernels, benchmarks/vm_speed.py --sweep), and the int8 -> float32 copies
+# of x and w cost as much as the product when it is small.
+BLAS_MIN_M = 64
+BLAS_MIN_N = 8
+BLAS_MIN_MACS = 1 << 17
+
+
+@njit(cache=True)
+def use_blas(m, n, k):  # type: ignore[no-untyped-def]
+    """True when an m x n x k int8 product is faster through float32 sgemm."""
+    return m >= BLAS_MIN_M and n >= BLAS_MIN_N and m * n * k >= BLAS_MIN_MACS
+
+
+
 @njit(cache=True)
 def _dot_i32(x, w, out):  # type: ignore[no-untyped-def]
-    """out[m, n] = sum_k x[m, k] * w[n, k] for int8 x, w (exact in int32, K <= 65535)."""
+    """out[m, n] = sum_k x[m, k] * w[n, k] for int8 w and x = int8 - zx as int16 (|x| <= 255):
+    exact in int32, |sum| <= 65535 * 255 * 128 < 2**31. With the zero point inside x no
+    sum(w) pass is needed (it costs as much as the product itself when m = 1)."""
     m_, k_ = x.shape
     for m in range(m_):
         for n in range(w.shape[0]):
@@ -103,8 +132,28 @@ def _dot_i32(x, w, out):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True)
+def _dot_f32(xf, wf, out):  # type: ignore[no-untyped-def]
+    """out[m, n] = sum_k xf[m, k] * wf[n, k] for float32 copies of int8 values, through sgemm in
+    K-chunks of at most F32_MAX_K (exact: see the comment above)."""
+    m_, k_ = xf.shape
+    n_ = wf.shape[0]
+    nc = cdiv(k_, F32_MAX_K)
+    for c in range(nc):
+        if nc == 1:
+            r = np.dot(xf, wf.T)
+        else:
+            k0, k1 = c * F32_MAX_K, min((c + 1) * F32_MAX_K, k_)
+            r = np.dot(np.ascontiguousarray(xf[:, k0:k1]),
+                       np.ascontiguousarray(wf[:, k0:k1]).T)
+        for i in range(m_):
+            for j in range(n_):
+                v = np.int32(r[i, j])
+                out[i, j] = v if c == 0 else out[i, j] + v
+
+
+@njit(cache=True)
 def _dot_i64(x, w, out):  # type: ignore[no-untyped-def]
-    """As _dot_i32 for int16 activations, accumulated in int64."""
+    """out[m, n] = sum_k x[m, k] * w[n, k] for raw int16 activations, in int64."""
     m_, k_ = x.shape
     for m in range(m_):
         for n in range(w.shape[0]):
@@ -115,43 +164,104 @@ def _dot_i64(x, w, out):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True)
-def _im2col(xin, h, w, cin, c0, cg, kh, kw, sh, sw, dh, dw, pt, pl, ho, wo, zx, col):
-    """col[p, (ky*kw + kx)*cg + ci] = x(iy, ix, c0 + ci), zx outside the tile (HWC input)."""
+def _im2col(xin, h, w, cin, c0, cg, kh, kw, sh, sw, dh, dw, pt, pl, ho, wo, zx, sub, col):
+    """col[p, (ky*kw + kx)*cg + ci] = x(iy, ix, c0 + ci) - sub, and zx - sub outside the tile
+    (HWC input); col is int16 or float32 (exact copies of the integers)."""
+    kg = col.shape[1]
+    cf = col.reshape(col.size)
+    pad = zx - sub
     for oy in range(ho):
         for ox in range(wo):
-            p = oy * wo + ox
+            p = (oy * wo + ox) * kg
             for ky in range(kh):
                 iy = oy * sh - pt + ky * dh
                 for kx in range(kw):
                     ix = ox * sw - pl + kx * dw
-                    k0 = (ky * kw + kx) * cg
+                    k0 = p + (ky * kw + kx) * cg
                     if iy < 0 or iy >= h or ix < 0 or ix >= w:
-                        col[p, k0:k0 + cg] = zx
+                        for ci in range(cg):
+                            cf[U(k0 + ci)] = pad
                     else:
                         b = (iy * w + ix) * cin + c0
-                        col[p, k0:k0 + cg] = xin[b:b + cg]
+                        for ci in range(cg):
+                            cf[U(k0 + ci)] = xin[U(b + ci)] - sub
 
 
 @njit(cache=True)
-def _write_out(sram, f, dot, wsum, bias, mult, shift, c0, dst, row_stride, out_i32, accum):
-    """acc = (accum ? SRAM_i32 : bias) + dot - zx*wsum; store int32 or requantised int8.
-    dst/row_stride are in bytes; columns c0.. of a row of width row_stride."""
+def _zsum(w, zx, wf):  # type: ignore[no-untyped-def]
+    """zx * sum_k w[n, k] per output column (int64); copies w into wf (float32) on the way
+    unless wf is empty."""
+    out = np.zeros(w.shape[0], np.int64)
+    copy = wf.shape[0] > 0
+    for j in range(w.shape[0]):
+        s = np.int64(0)
+        for kk in range(w.shape[1]):
+            s += w[j, kk]
+            if copy:
+                wf[j, kk] = w[j, kk]
+        out[j] = zx * s
+    return out
+
+
+@njit(cache=True)
+def _write_out(sram, f, dot, corr, q, nq, c0, dst, row_stride, out_i32, accum):
+    """acc = (accum ? SRAM_i32 : bias) + dot - corr (zx * sum(w), or 0 when x - zx went into
+    the dot); store int32 or requantised int8. q: int32 index of the qp block (bias, mult,
+    shift of nq channels); dst/row_stride in bytes; columns c0.. of a row. The per-column terms
+    are read once up front (int64 sums are exact, the order of the additions is free) unless
+    the output overlaps the qp block: then each element reads them when it is written."""
+    s32 = sram.view(np.int32)
+    nn = dot.shape[1]
+    osz = 4 if out_i32 else 1
+    lo_b = dst + c0 * osz
+    hi_b = dst + (dot.shape[0] - 1) * row_stride + (c0 + nn) * osz
+    if lo_b < 4 * (q + 3 * nq) and 4 * q < hi_b:
+        _write_out_inorder(sram, f, dot, corr, q, nq, c0, dst, row_stride, out_i32, accum)
+        return
+    zy, lo, hi = f[isa.C_ZY], f[isa.C_LO], f[isa.C_HI]
+    off = np.empty(nn, np.int64)
+    m64 = np.empty(nn, np.int64)
+    n64 = np.empty(nn, np.int64)
+    for j in range(nn):
+        c = c0 + j
+        off[j] = (0 if accum else np.int64(s32[q + c])) - corr[j]
+        m64[j] = s32[q + nq + c]
+        n64[j] = min(max(np.int64(s32[q + 2 * nq + c]), 1), 62)
+    s8 = sram.view(np.int8)
+    for p in range(dot.shape[0]):
+        if out_i32:
+            b = (dst + p * row_stride) // 4 + c0
+            for j in range(nn):
+                v = np.int64(dot[p, j]) + off[j]
+                if accum:
+                    v += np.int64(s32[U(b + j)])
+                s32[U(b + j)] = np.int32(((v + 0x80000000) & 0xFFFFFFFF) - 0x80000000)  # wrap
+        else:
+            b = dst + p * row_stride + c0
+            for j in range(nn):
+                s8[U(b + j)] = np.int8(requantize(np.int64(dot[p, j]) + off[j], m64[j], n64[j],
+                                               zy, lo, hi))
+
+
+@njit(cache=True)
+def _write_out_inorder(sram, f, dot, corr, q, nq, c0, dst, row_stride, out_i32, accum):
+    """_write_out element by element, reading bias/mult/shift as each element is written."""
     s8 = sram.view(np.int8)
     s32 = sram.view(np.int32)
-    zx, zy, lo, hi = f[isa.C_ZX], f[isa.C_ZY], f[isa.C_LO], f[isa.C_HI]
+    zy, lo, hi = f[isa.C_ZY], f[isa.C_LO], f[isa.C_HI]
     for p in range(dot.shape[0]):
         for j in range(dot.shape[1]):
             c = c0 + j
-            v = np.int64(dot[p, j]) - zx * wsum[j]
+            v = np.int64(dot[p, j]) - corr[j]
             if out_i32:
                 i = (dst + p * row_stride) // 4 + c
-                v += np.int64(s32[i]) if accum else np.int64(bias[c])
-                s32[i] = np.int32(((v + 0x80000000) & 0xFFFFFFFF) - 0x80000000)  # int32 wrap
+                v += np.int64(s32[i]) if accum else np.int64(s32[q + c])
+                s32[i] = np.int32(((v + 0x80000000) & 0xFFFFFFFF) - 0x80000000)
             else:
-                v += np.int64(bias[c])
-                n = min(max(np.int64(shift[c]), 1), 62)
+                v += np.int64(s32[q + c])
+                n = min(max(np.int64(s32[q + 2 * nq + c]), 1), 62)
                 s8[dst + p * row_stride + c] = np.int8(
-                    requantize(v, np.int64(mult[c]), n, zy, lo, hi))
+                    requantize(v, np.int64(s32[q + nq + c]), n, zy, lo, hi))
 
 
 @njit(cache=True)
@@ -203,7 +313,6 @@ def conv(sram, f, p):  # type: ignore[no-untyped-def]
     """CONV on an HWC tile. Returns (status, cycles)."""
     s8 = sram.view(np.int8)
     s16 = sram.view(np.int16)
-    s32 = sram.view(np.int32)
     h, w, cin, cout = f[isa.C_H], f[isa.C_W], f[isa.C_CIN], f[isa.C_COUT]
     kh, kw, sh, sw, dh, dw = (f[isa.C_KH], f[isa.C_KW], f[isa.C_SH], f[isa.C_SW], f[isa.C_DH],
                               f[isa.C_DW])
@@ -214,41 +323,41 @@ def conv(sram, f, p):  # type: ignore[no-untyped-def]
     cg, ng = cin // g_n, cout // g_n
     kg = kh * kw * cg
     m = ho * wo
-    q = f[isa.C_QP] // 4
-    bias, mult, shift = s32[q:q + cout], s32[q + cout:q + 2 * cout], s32[q + 2 * cout:q + 3 * cout]
-    out_i32 = f[isa.C_OUT] == DType.I32
-    osz = 4 if out_i32 else 1
+    src, zx, q = f[isa.C_SRC], f[isa.C_ZX], f[isa.C_QP] // 4
+    out_i32, accum = f[isa.C_OUT] == DType.I32, f[isa.C_ACC] != 0
+    row = cout * (4 if out_i32 else 1)
     i16 = f[isa.C_IN_DT] == DType.I16
-    direct = (kh == 1 and kw == 1 and sh == 1 and sw == 1 and pt == 0 and pl == 0
-              and f[isa.C_PB] == 0 and f[isa.C_PR] == 0 and g_n == 1 and not i16)
-    col8 = np.empty((0 if direct or i16 else m, kg), np.int8)
-    col16 = np.empty((m if i16 else 0, kg), np.int16)
+    blas = not i16 and use_blas(m, ng, kg)
+    # int8 input: float32 copies for sgemm, or x - zx as int16; int16 input: raw x, int64 sums
+    colf = np.empty((m if blas else 0, kg), np.float32)
+    wf = np.empty((ng if blas else 0, kg), np.float32)
+    col16 = np.empty((0 if blas else m, kg), np.int16)
     dot32 = np.empty((0 if i16 else m, ng), np.int32)
     dot64 = np.empty((m if i16 else 0, ng), np.int64)
+    no_corr = np.zeros(ng, np.int64)
     cycles = 0
     status = 0
     for g in range(g_n):
         wg = s8[f[isa.C_WGT] + g * ng * kg:f[isa.C_WGT] + (g + 1) * ng * kg].reshape(ng, kg)
-        wsum = np.zeros(ng, np.int64)
-        for j in range(ng):
-            for kk in range(kg):
-                wsum[j] += wg[j, kk]
         if i16:
-            xin16 = s16[f[isa.C_SRC] // 2:f[isa.C_SRC] // 2 + h * w * cin]
-            _im2col(xin16, h, w, cin, g * cg, cg, kh, kw, sh, sw, dh, dw, pt, pl, ho, wo,
-                    f[isa.C_ZX], col16)
+            corr = _zsum(wg, zx, wf)
+            _im2col(s16[src // 2:src // 2 + h * w * cin], h, w, cin, g * cg, cg, kh, kw, sh, sw,
+                    dh, dw, pt, pl, ho, wo, zx, 0, col16)
             _dot_i64(col16, wg, dot64)
-            _write_out(sram, f, dot64, wsum, bias, mult, shift, g * ng, f[isa.C_DST],
-                       cout * osz, out_i32, f[isa.C_ACC] != 0)
+            _write_out(sram, f, dot64, corr, q, cout, g * ng, f[isa.C_DST], row, out_i32, accum)
         else:
-            if direct:
-                _dot_i32(s8[f[isa.C_SRC]:f[isa.C_SRC] + m * cin].reshape(m, cin), wg, dot32)
+            xin = s8[src:src + h * w * cin]
+            if blas:
+                corr = _zsum(wg, zx, wf)
+                _im2col(xin, h, w, cin, g * cg, cg, kh, kw, sh, sw, dh, dw, pt, pl, ho, wo, zx,
+                        0, colf)
+                _dot_f32(colf, wf, dot32)
             else:
-                _im2col(s8[f[isa.C_SRC]:f[isa.C_SRC] + h * w * cin], h, w, cin, g * cg, cg, kh,
-                        kw, sh, sw, dh, dw, pt, pl, ho, wo, f[isa.C_ZX], col8)
-                _dot_i32(col8, wg, dot32)
-            _write_out(sram, f, dot32, wsum, bias, mult, shift, g * ng, f[isa.C_DST],
-                       cout * osz, out_i32, f[isa.C_ACC] != 0)
+                corr = no_corr
+                _im2col(xin, h, w, cin, g * cg, cg, kh, kw, sh, sw, dh, dw, pt, pl, ho, wo, zx,
+                        zx, col16)
+                _dot_i32(col16, wg, dot32)
+            _write_out(sram, f, dot32, corr, q, cout, g * ng, f[isa.C_DST], row, out_i32, accum)
         cyc, st = _mac_cycles(wg, f, p, m)
         cycles += cyc
         if st != 0:
@@ -261,35 +370,36 @@ def matmul(sram, f, p):  # type: ignore[no-untyped-def]
     """MATMUL: dst[m, n] from a[m, k] (row stride a_rs) and b[n, k]. Returns (status, cycles)."""
     s8 = sram.view(np.int8)
     s16 = sram.view(np.int16)
-    s32 = sram.view(np.int32)
     m, n, k = f[isa.C_M], f[isa.C_N], f[isa.C_K]
-    a, a_rs = f[isa.C_A], f[isa.C_A_RS]
+    a, a_rs, zx, q = f[isa.C_A], f[isa.C_A_RS], f[isa.C_ZX], f[isa.C_QP] // 4
     wb = s8[f[isa.C_B]:f[isa.C_B] + n * k].reshape(n, k)
-    q = f[isa.C_QP] // 4
-    bias, mult, shift = s32[q:q + n], s32[q + n:q + 2 * n], s32[q + 2 * n:q + 3 * n]
-    wsum = np.zeros(n, np.int64)
-    for j in range(n):
-        for kk in range(k):
-            wsum[j] += wb[j, kk]
+    out_i32, accum = f[isa.C_OUT] == DType.I32, f[isa.C_ACC] != 0
     if f[isa.C_IN_DT] == DType.I16:
         x16 = np.empty((m, k), np.int16)
         for i in range(m):
             b = (a + i * a_rs) // 2
             x16[i, :] = s16[b:b + k]
+        corr = _zsum(wb, zx, np.empty((0, 0), np.float32))
         dot = np.empty((m, n), np.int64)
         _dot_i64(x16, wb, dot)
-        _write_out(sram, f, dot, wsum, bias, mult, shift, 0, f[isa.C_DST], f[isa.C_D_RS],
-                   f[isa.C_OUT] == DType.I32, f[isa.C_ACC] != 0)
+        _write_out(sram, f, dot, corr, q, n, 0, f[isa.C_DST], f[isa.C_D_RS], out_i32, accum)
     else:
-        if a_rs == k or m == 1:
-            x8 = s8[a:a + m * k].reshape(m, k)
-        else:
-            x8 = np.empty((m, k), np.int8)
-            for i in range(m):
-                x8[i, :] = s8[a + i * a_rs:a + i * a_rs + k]
         dot32 = np.empty((m, n), np.int32)
-        _dot_i32(x8, wb, dot32)
-        _write_out(sram, f, dot32, wsum, bias, mult, shift, 0, f[isa.C_DST], f[isa.C_D_RS],
-                   f[isa.C_OUT] == DType.I32, f[isa.C_ACC] != 0)
+        if use_blas(m, n, k):
+            xf = np.empty((m, k), np.float32)
+            for i in range(m):
+                for j in range(k):
+                    xf[i, j] = s8[U(a + i * a_rs + j)]
+            wf = np.empty((n, k), np.float32)
+            corr = _zsum(wb, zx, wf)
+            _dot_f32(xf, wf, dot32)
+        else:
+            xz = np.empty((m, k), np.int16)
+            for i in range(m):
+                for j in range(k):
+                    xz[i, j] = s8[U(a + i * a_rs + j)] - zx
+            corr = np.zeros(n, np.int64)
+            _dot_i32(xz, wb, dot32)
+        _write_out(sram, f, dot32, corr, q, n, 0, f[isa.C_DST], f[isa.C_D_RS], out_i32, accum)
     cyc, st = _mac_cycles(wb, f, p, m)
     return (ST_NOT_2_4 if st != 0 else ST_OK), cyc

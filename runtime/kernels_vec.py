@@ -1,7 +1,10 @@
 """numba kernels of the vector unit: requantise, rescale, add, mul, table lookup, pooling, the
-int16 LSTM operations, strided copy and fill. Each loads its operands as int64 vectors, applies
-the qmath reference function of the op (the same function the golden interpreter calls) and
-stores the result, already clamped into the output type's range (verify.py checks lo/hi).
+int16 LSTM operations, strided copy and fill. Each loads its operands as int64 copies, applies
+the qmath reference function of the op (the same function the golden interpreter calls) element
+by element and stores the result, already clamped into the output type's range (verify.py
+checks lo/hi). Loading every operand before the first store keeps the result independent of
+how the output overlaps the inputs; the loops are fused (no per-operation temporaries) and index
+with U (uint64, see kernels.py) so that LLVM vectorises them.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from numba import njit
 from ocrc.runtime import isa
 from ocrc.runtime.cycles import conv_out
 from ocrc.runtime.isa import Opcode, PoolMode
-from ocrc.runtime.kernels import copy_bytes
+from ocrc.runtime.kernels import U, copy_bytes
 from ocrc.runtime.qmath import (
     add16_ref,
     add_ref,
@@ -28,14 +31,23 @@ from ocrc.runtime.qmath import (
 
 @njit(cache=True)
 def ld(sram, addr, count, dt):  # type: ignore[no-untyped-def]
-    """count elements of type dt (DType) at byte address addr, as int64."""
+    """count elements of type dt (DType) at byte address addr, as an int64 copy."""
+    out = np.empty(count, np.int64)
     if dt == 0:
-        return sram.view(np.int8)[addr:addr + count].astype(np.int64)
-    if dt == 1:
+        v8 = sram.view(np.int8)
+        for i in range(count):
+            out[i] = v8[U(addr + i)]
+    elif dt == 1:
+        v16 = sram.view(np.int16)
         b = addr // 2
-        return sram.view(np.int16)[b:b + count].astype(np.int64)
-    b = addr // 4
-    return sram.view(np.int32)[b:b + count].astype(np.int64)
+        for i in range(count):
+            out[i] = v16[U(b + i)]
+    else:
+        v32 = sram.view(np.int32)
+        b = addr // 4
+        for i in range(count):
+            out[i] = v32[U(b + i)]
+    return out
 
 
 @njit(cache=True)
@@ -43,22 +55,19 @@ def st(sram, addr, vals, dt):  # type: ignore[no-untyped-def]
     """Store int64 values (already in range) as dt at byte address addr."""
     n = vals.shape[0]
     if dt == 0:
-        sram.view(np.int8)[addr:addr + n] = vals.astype(np.int8)
+        v8 = sram.view(np.int8)
+        for i in range(n):
+            v8[U(addr + i)] = vals[i]
     elif dt == 1:
+        v16 = sram.view(np.int16)
         b = addr // 2
-        sram.view(np.int16)[b:b + n] = vals.astype(np.int16)
+        for i in range(n):
+            v16[U(b + i)] = vals[i]
     else:
+        v32 = sram.view(np.int32)
         b = addr // 4
-        sram.view(np.int32)[b:b + n] = vals.astype(np.int32)
-
-
-@njit(cache=True)
-def ld_b(sram, addr, count, period, dt):  # type: ignore[no-untyped-def]
-    """The b operand: element i is b[i mod period] (broadcast)."""
-    v = ld(sram, addr, period, dt)
-    if period == count:
-        return v
-    return v[np.arange(count) % period]
+        for i in range(n):
+            v32[U(b + i)] = vals[i]
 
 
 @njit(cache=True)
@@ -101,12 +110,12 @@ def _pool(sram, f):  # type: ignore[no-untyped-def]
                         continue
                     cnt += 1
                     b = src + (iy * w + ix) * c
-                    for ch in range(c):
-                        v = np.int64(s8[b + ch])
-                        if mode == PoolMode.MAX:
-                            acc[ch] = max(acc[ch], v)
-                        else:
-                            acc[ch] += v - zx
+                    if mode == PoolMode.MAX:
+                        for ch in range(c):
+                            acc[ch] = max(acc[ch], np.int64(s8[U(b + ch)]))
+                    else:
+                        for ch in range(c):
+                            acc[ch] += np.int64(s8[U(b + ch)]) - zx
             if mode == PoolMode.AVG_PAD:
                 cnt = area
             o = dst + (oy * wo + ox) * c
@@ -115,7 +124,7 @@ def _pool(sram, f):  # type: ignore[no-untyped-def]
                     y = clamp(acc[ch], lo, hi)
                 else:
                     y = clamp(mul_round_shift(acc[ch], mult[cnt], shift[cnt]) + zy, lo, hi)
-                s8[o + ch] = np.int8(y)
+                s8[U(o + ch)] = np.int8(y)
 
 
 @njit(cache=True)
@@ -132,7 +141,59 @@ def _copy(sram, f):  # type: ignore[no-untyped-def]
             else:
                 for i0 in range(n0):
                     for e in range(esz):
-                        sram[d + i0 * ds0 + e] = sram[s + i0 * ss0 + e]
+                        sram[U(d + i0 * ds0 + e)] = sram[U(s + i0 * ss0 + e)]
+
+
+@njit(cache=True)
+def _lut(sram, f):  # type: ignore[no-untyped-def]
+    cnt, dst, out_dt = f[isa.C_COUNT], f[isa.C_DST], f[isa.C_OUT_DT]
+    table = ld(sram, f[isa.C_TABLE], 256, out_dt)
+    x = ld(sram, f[isa.C_SRC], cnt, 0)
+    if out_dt == 0:
+        o8 = sram.view(np.int8)
+        for i in range(cnt):
+            o8[U(dst + i)] = lut_ref(x[i], table)
+    else:
+        o16 = sram.view(np.int16)
+        b = dst // 2
+        for i in range(cnt):
+            o16[U(b + i)] = lut_ref(x[i], table)
+
+
+@njit(cache=True)
+def _binary(sram, f, op):  # type: ignore[no-untyped-def]
+    """ADD, MUL, IADD, IMUL: y[i] = op(a[i], b[i mod b_period])."""
+    cnt, per = f[isa.C_COUNT], f[isa.C_B_PERIOD]
+    if op == Opcode.ADD or op == Opcode.MUL:
+        a_dt, b_dt, out_dt = 0, 0, 0
+    else:
+        a_dt, b_dt, out_dt = f[isa.C_A_DT], f[isa.C_B_DT], f[isa.C_OUT_DT]
+    xa = ld(sram, f[isa.C_A], cnt, a_dt)
+    xb = ld(sram, f[isa.C_B], per, b_dt)
+    y = np.empty(cnt, np.int64)
+    zy, lo, hi, mult, shift = (f[isa.C_ZY], f[isa.C_LO], f[isa.C_HI], f[isa.C_MULT],
+                               f[isa.C_SHIFT])
+    za, zb = f[isa.C_ZA], f[isa.C_ZB]
+    # blocks of one b period: the inner loops have no modulo and vectorise
+    for i0 in range(0, cnt, per):
+        nb = min(per, cnt - i0)
+        if op == Opcode.ADD:
+            ma, sa, mb, sb = f[isa.C_MA], f[isa.C_SA], f[isa.C_MB], f[isa.C_SB]
+            for j in range(nb):
+                y[U(i0 + j)] = add_ref(xa[U(i0 + j)], za, ma, sa, xb[j], zb, mb, sb, zy, lo, hi)
+        elif op == Opcode.MUL:
+            for j in range(nb):
+                y[U(i0 + j)] = mul_ref(xa[U(i0 + j)], za, xb[j], zb, mult, shift, zy, lo, hi)
+        elif op == Opcode.IADD and shift == 0:
+            for j in range(nb):
+                y[U(i0 + j)] = add16_ref(xa[U(i0 + j)], xb[j], lo, hi)
+        elif op == Opcode.IADD:
+            for j in range(nb):
+                y[U(i0 + j)] = add_shift_ref(xa[U(i0 + j)], xb[j], shift, lo, hi)
+        else:
+            for j in range(nb):
+                y[U(i0 + j)] = mul16_ref(xa[U(i0 + j)], xb[j], mult, shift, lo, hi, zy)
+    st(sram, f[isa.C_DST], y, out_dt)
 
 
 @njit(cache=True)
@@ -143,46 +204,26 @@ def vector(sram, f):  # type: ignore[no-untyped-def]
     if op == Opcode.REQUANT:
         ch = f[isa.C_CHAN]
         bias, mult, shift = _qp(sram, f[isa.C_QP], ch)
-        c = np.arange(cnt) % ch
         x = ld(sram, f[isa.C_SRC], cnt, 2)
-        lo, hi = f[isa.C_LO], f[isa.C_HI]
+        lo, hi, zy = f[isa.C_LO], f[isa.C_HI], f[isa.C_ZY]
         if f[isa.C_OUT_DT] == 2:
             lo, hi = -(2**31), 2**31 - 1
-        y = requantize(x + bias[c], mult[c], shift[c], f[isa.C_ZY], lo, hi)
+        y = np.empty(cnt, np.int64)
+        for i0 in range(0, cnt, ch):  # blocks of one channel period (vectorises)
+            for c in range(min(ch, cnt - i0)):
+                y[U(i0 + c)] = requantize(x[U(i0 + c)] + bias[c], mult[c], shift[c], zy, lo, hi)
         st(sram, f[isa.C_DST], y, f[isa.C_OUT_DT])
     elif op == Opcode.RESCALE:
         x = ld(sram, f[isa.C_SRC], cnt, f[isa.C_IN_DT])
-        y = rescale_ref(x, f[isa.C_ZX], f[isa.C_MULT], f[isa.C_SHIFT], f[isa.C_ZY], f[isa.C_LO],
-                        f[isa.C_HI])
-        st(sram, f[isa.C_DST], y, f[isa.C_OUT_DT])
-    elif op == Opcode.ADD:
-        xa = ld(sram, f[isa.C_A], cnt, 0)
-        xb = ld_b(sram, f[isa.C_B], cnt, f[isa.C_B_PERIOD], 0)
-        y = add_ref(xa, f[isa.C_ZA], f[isa.C_MA], f[isa.C_SA], xb, f[isa.C_ZB], f[isa.C_MB],
-                    f[isa.C_SB], f[isa.C_ZY], f[isa.C_LO], f[isa.C_HI])
-        st(sram, f[isa.C_DST], y, 0)
-    elif op == Opcode.MUL:
-        xa = ld(sram, f[isa.C_A], cnt, 0)
-        xb = ld_b(sram, f[isa.C_B], cnt, f[isa.C_B_PERIOD], 0)
-        y = mul_ref(xa, f[isa.C_ZA], xb, f[isa.C_ZB], f[isa.C_MULT], f[isa.C_SHIFT],
-                    f[isa.C_ZY], f[isa.C_LO], f[isa.C_HI])
-        st(sram, f[isa.C_DST], y, 0)
+        zx, mult, shift = f[isa.C_ZX], f[isa.C_MULT], f[isa.C_SHIFT]
+        zy, lo, hi = f[isa.C_ZY], f[isa.C_LO], f[isa.C_HI]
+        for i in range(cnt):
+            x[i] = rescale_ref(x[i], zx, mult, shift, zy, lo, hi)
+        st(sram, f[isa.C_DST], x, f[isa.C_OUT_DT])
+    elif op == Opcode.ADD or op == Opcode.MUL or op == Opcode.IADD or op == Opcode.IMUL:
+        _binary(sram, f, op)
     elif op == Opcode.LUT:
-        table = ld(sram, f[isa.C_TABLE], 256, f[isa.C_OUT_DT])
-        st(sram, f[isa.C_DST], lut_ref(ld(sram, f[isa.C_SRC], cnt, 0), table), f[isa.C_OUT_DT])
-    elif op == Opcode.IADD:
-        a = ld(sram, f[isa.C_A], cnt, f[isa.C_A_DT])
-        b = ld_b(sram, f[isa.C_B], cnt, f[isa.C_B_PERIOD], f[isa.C_B_DT])
-        if f[isa.C_SHIFT] == 0:
-            y = add16_ref(a, b, f[isa.C_LO], f[isa.C_HI])
-        else:
-            y = add_shift_ref(a, b, f[isa.C_SHIFT], f[isa.C_LO], f[isa.C_HI])
-        st(sram, f[isa.C_DST], y, f[isa.C_OUT_DT])
-    elif op == Opcode.IMUL:
-        a = ld(sram, f[isa.C_A], cnt, f[isa.C_A_DT])
-        b = ld_b(sram, f[isa.C_B], cnt, f[isa.C_B_PERIOD], f[isa.C_B_DT])
-        y = mul16_ref(a, b, f[isa.C_MULT], f[isa.C_SHIFT], f[isa.C_LO], f[isa.C_HI], f[isa.C_ZY])
-        st(sram, f[isa.C_DST], y, f[isa.C_OUT_DT])
+        _lut(sram, f)
     elif op == Opcode.POOL:
         _pool(sram, f)
     elif op == Opcode.COPY:
