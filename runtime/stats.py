@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from ocrc.runtime.verify import VerifiedProgram
 
 BOUND_OF_UNIT = {Unit.MAC: "compute", Unit.DMA: "memory", Unit.VECTOR: "vector"}
+_UNIT_OF_OPCODE = np.array([int(FORMATS[op].unit) if op in FORMATS else -1
+                            for op in range(max(Opcode) + 1)], np.int64)  # by opcode int
 
 
 @dataclass
@@ -85,7 +87,7 @@ def collect_stats(vp: VerifiedProgram, target: Target, starts: np.ndarray, ends:
     prog = vp.program
     ops = vp.fields[:, isa.C_OPCODE]
     dur = ends - starts
-    unit = np.array([int(FORMATS[Opcode(int(o))].unit) for o in ops], np.int64)
+    unit = _UNIT_OF_OPCODE[ops]
     total = int(ends.max()) if ends.size else 0
     arr = target.rows * target.cols
     macs = int(vp.macs.sum())
