@@ -1,0 +1,284 @@
+"""Compression of ddddocr common.onnx: int8 alone and with low-rank, unstructured, 2:4,
+structured and automatic (budgeted) compression; writes the `## Compression` section of
+benchmarks/RESULTS.md.
+
+    python -m benchmarks.compression [--limit N] [--rows NAME,...] [--json OUT.json]
+
+Every number comes from ocrc's reference interpreter: the float graph for fp32 and the float
+compressed variants, the golden int8 interpreter for the int8 rows. Images are grouped by
+input width (the clean set has 7) and run in batches (the model's batch dimension is made
+symbolic); calibration tables of all widths are merged so that every width is quantised alike.
+Auto rows: per-layer settings chosen on a held-out tuning set (clean images of another seed)
+against the float model, then evaluated like the other rows on the clean set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from benchmarks.ocr.datasets import load_dataset, load_samples
+from benchmarks.ocr.metrics import accuracy, agreement
+from benchmarks.ocr.report import markdown_table, write_section
+from benchmarks.ocr.tasks import ddddocr_task
+from ocrc.compiler.compress import sensitivity
+from ocrc.compiler.compress.metrics import get_metric
+from ocrc.compiler.compress.sites import weight_sites
+from ocrc.compiler.compress.storage import other_const_bytes, storage_report
+from ocrc.compiler.ir import interp
+from ocrc.compiler.ir.graph import Graph
+from ocrc.compiler.ir.ops.counts import node_macs
+from ocrc.compiler.passes import PassContext, parse_pipeline, run_passes
+from ocrc.compiler.pipeline import optimize
+from ocrc.compiler.quant.calibrate import CalibTable, calibrate
+from ocrc.compiler.quant.quantizer import prepare
+from ocrc.frontend.onnx_import import import_onnx
+from ocrc.frontend.zoo import fetch_model
+
+log = logging.getLogger("benchmarks.compression")
+ONNX_BYTES = 54_088_400  # common.onnx as shipped (float32)
+BATCH = 24
+TUNE = ("clean", 100, 301)  # the held-out tuning set of the auto rows: kind, n, seed
+MAC_WIDTH = 160  # MACs are reported for this input width (T = 20)
+AUTO_OPS = "dense+lstm"
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    float_passes: str  # compression pipeline on the float graph ("" = none)
+    int8_passes: str = ""  # after quantize (weight sharing)
+    auto_budget: float | None = None  # choose float_passes on the tuning set
+
+
+ROWS = [
+    Row("int8", ""),
+    Row("int8 + low-rank Gemm (energy 0.90)", "lowrank{energy=0.9,ops=dense}"),
+    Row("int8 + 50% unstructured (LSTM + Gemm)", "prune{sparsity=0.5,ops=dense+lstm}"),
+    Row("int8 + 78% unstructured (LSTM + Gemm)", "prune{sparsity=0.78,ops=dense+lstm}"),
+    Row("int8 + 2:4 (LSTM + Gemm)", "prune{nm=2:4,ops=dense+lstm}"),
+    Row("int8 + 25% structured filters (conv backbone)", "prune-structured{sparsity=0.25}"),
+    Row("int8 + auto (budget 1 point)", "", auto_budget=1.0),
+    Row("int8 + auto (budget 3 points)", "", auto_budget=3.0),
+    Row("int8 + auto (budget 1) + 16-centroid sharing + Huffman", "",
+        "share-weights{centroids=16}", auto_budget=1.0),
+]
+
+
+@dataclass
+class Result:
+    name: str
+    pipeline: str
+    weight_bytes: int = 0
+    other_bytes: int = 0
+    macs: int = 0
+    macs_nonzero: int = 0
+    float_accuracy: float = 0.0
+    float_agreement: float = 0.0
+    accuracy: float = 0.0
+    agreement: float = 0.0
+    seconds: float = 0.0
+    formats: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def total_bytes(self) -> int:
+        return self.weight_bytes + self.other_bytes
+
+
+class Model:
+    """common.onnx with a symbolic batch, imported once per (batch, width)."""
+
+    def __init__(self) -> None:
+        self.proto = onnx.load(fetch_model("ddddocr-common"))
+        self.proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
+        self.name = self.proto.graph.input[0].name
+        self._graphs: dict[tuple[int, int], Graph] = {}
+
+    def graph(self, n: int, width: int) -> Graph:
+        key = (max(n, 2), width)  # batch >= 2: one graph structure for every group
+        if key not in self._graphs:
+            self._graphs[key] = optimize(import_onnx(self.proto, {self.name: [key[0], 1, 64,
+                                                                               width]}))
+        return self._graphs[key]
+
+
+def batches(xs: Sequence[np.ndarray], size: int = BATCH) -> list[tuple[list[int], np.ndarray]]:
+    """Indices and stacked inputs, grouped by width, at most `size` per batch (>= 2: a single
+    image is duplicated and its copy ignored)."""
+    by_w: dict[int, list[int]] = {}
+    for i, x in enumerate(xs):
+        by_w.setdefault(x.shape[3], []).append(i)
+    out = []
+    for w in sorted(by_w):
+        idx = by_w[w]
+        for k in range(0, len(idx), size):
+            part = idx[k:k + size]
+            arr = np.concatenate([xs[i] for i in part] + ([xs[part[0]]] if len(part) == 1 else []))
+            out.append((part, arr))
+    return out
+
+
+def run_batches(model: Model, xs: Sequence[np.ndarray], make: dict, build) -> list[np.ndarray]:
+    """Outputs [T, 1, C] per image; `build(graph)` turns the float graph into what runs."""
+    outs: list[np.ndarray | None] = [None] * len(xs)
+    for part, arr in batches(xs):
+        key = (arr.shape[0], arr.shape[3])
+        if key not in make:
+            make[key] = build(model.graph(*key))
+        res = interp.run(make[key], {model.name: arr})
+        y = next(iter(res.values()))
+        for j, i in enumerate(part):
+            outs[i] = y[:, j:j + 1]
+    return outs  # type: ignore[return-value]
+
+
+def macs_of(model: Model, passes: str) -> tuple[int, int]:
+    """Dense and nonzero-weight MACs per image at width MAC_WIDTH."""
+    g = model.graph(2, MAC_WIDTH)
+    g = run_passes(g, parse_pipeline(passes), PassContext()) if passes else g
+    dense = nonzero = 0
+    for n in g.nodes:
+        m = node_macs(n) // 2
+        dense += m
+        ws = [g.const_value(v) for v in n.inputs[1:3] if v is not None] if n.op.name in \
+            ("conv", "dense", "lstm", "matmul") else []
+        ws = [w for w in ws if w is not None and w.ndim >= 2]
+        if ws:
+            density = sum(float(np.count_nonzero(w)) for w in ws) / sum(w.size for w in ws)
+            nonzero += int(m * density)
+        else:
+            nonzero += m
+    return dense, nonzero
+
+
+def choose_auto(model: Model, task, budget: float) -> str:
+    """The compress-auto choice for `budget` points of agreement on the tuning set."""
+    tune = [task.preprocess(s.image) for s in load_samples(*TUNE)]
+    work = []
+    for part, arr in batches(tune, 50):
+        work.append((model.graph(arr.shape[0], arr.shape[3]), [{model.name: arr}]))
+    ref = work[0][0]
+    sites = weight_sites(ref, AUTO_OPS.split("+"))
+    cands = sensitivity.candidates(ref, sites, (0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95),
+                                   (0.95, 0.9, 0.8), ("2:4",), multiple=32)
+    metric = get_metric("agreement")
+    if not hasattr(choose_auto, "sweep"):
+        choose_auto.sweep = sensitivity.sweep(work, cands, metric, progress=True)  # type: ignore
+    sw = choose_auto.sweep  # type: ignore[attr-defined]
+    pick, loss = sensitivity.choose(work, sw, metric, budget, steps=12, progress=True)
+    log.info("auto budget %g: %s (tuning loss %.2f)", budget, sensitivity.settings_pipeline(pick),
+             loss)
+    return sensitivity.settings_pipeline(pick)
+
+
+def evaluate_row(model: Model, task, row: Row, passes: str, images: Sequence[np.ndarray],
+                 labels: Sequence[str], fp32: Sequence[str], calib: Sequence[np.ndarray]) -> Result:
+    t0 = time.time()
+    res = Result(row.name, ",".join(p for p in (passes, row.int8_passes) if p))
+
+    done: dict[int, Graph] = {}
+
+    def compress(g: Graph) -> Graph:
+        if id(g) not in done:  # the base graphs live as long as the Model
+            done[id(g)] = run_passes(g, parse_pipeline(passes), PassContext(verify_each=False)) \
+                if passes else g
+        return done[id(g)]
+
+    fouts = run_batches(model, images, {}, compress)
+    fpreds = [task.decode(o)[0] for o in fouts]
+    res.float_accuracy = 100 * accuracy(fpreds, labels)
+    res.float_agreement = 100 * agreement(fpreds, fp32)
+    table = CalibTable()
+    for _, arr in batches(calib):
+        prepared = prepare(compress(model.graph(arr.shape[0], arr.shape[3])))
+        calibrate(prepared, [{model.name: arr}], table, progress=False)
+    books: dict = {}
+
+    def quantise(g: Graph) -> Graph:
+        ctx = PassContext(options={"calibration": table, "progress": False}, verify_each=False)
+        text = ",".join(p for p in ("quantize", row.int8_passes) if p)
+        q = run_passes(compress(g), parse_pipeline(text), ctx)
+        books.update(ctx.options.get("codebooks", {}))
+        return q
+
+    made: dict = {}
+    qouts = run_batches(model, images, made, quantise)
+    preds = [task.decode(o)[0] for o in qouts]
+    res.accuracy = 100 * accuracy(preds, labels)
+    res.agreement = 100 * agreement(preds, fp32)
+    q = made.get((BATCH, MAC_WIDTH)) or next(iter(made.values()))
+    rows = storage_report(q, huffman=bool(row.int8_passes), codebooks=books or None)
+    res.weight_bytes = sum(r.nbytes for r in rows)
+    res.other_bytes = other_const_bytes(q)
+    res.formats = {r.layer: f"{r.fmt} {r.sparsity:.2f} {r.dense}->{r.nbytes}" for r in rows}
+    res.macs, res.macs_nonzero = macs_of(model, passes)
+    res.seconds = time.time() - t0
+    return res
+
+
+def section(results: Sequence[Result], fp32_acc: float, n: int, seconds: float) -> str:
+    head = ["setting", "weight bytes", "x vs 54,088,400 B float", "MACs (dense)",
+            "MACs (nonzero weights)", "accuracy %", "agreement with fp32 %",
+            "float-only accuracy %"]
+    body = []
+    for r in results:
+        body.append([r.name, f"{r.total_bytes:,}", f"{ONNX_BYTES / max(r.total_bytes, 1):.2f}",
+                     f"{r.macs / 1e6:.1f} M", f"{r.macs_nonzero / 1e6:.1f} M",
+                     f"{r.accuracy:.1f}", f"{r.agreement:.1f}", f"{r.float_accuracy:.1f}"])
+    pipes = "\n".join(f"- {r.name}: `{r.pipeline or '(none)'}`" for r in results)
+    return (f"ddddocr `common.onnx` on the clean set ({n} images), fp32 accuracy {fp32_acc:.1f}% "
+            f"(ocrc float interpreter). Weight bytes: the int8 weight streams in the smallest "
+            f"format of `runtime/weightcodec.py` per layer (dense, bitmask, csr; codebook + "
+            f"Huffman where shared) plus every other constant (int32 biases, multipliers, "
+            f"tables) raw. MACs per image at width {MAC_WIDTH}. int8 numbers from the golden "
+            f"int8 interpreter. Generated by `python -m benchmarks.compression` in "
+            f"{seconds / 60:.0f} min.\n\n" + markdown_table(head, body) +
+            "\nPipelines (auto rows: chosen on a held-out tuning set of 100 clean images of "
+            "another seed, float model, agreement budget):\n\n" + pipes + "\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--limit", type=int, default=0, help="use only the first N clean images")
+    ap.add_argument("--rows", default="", help="comma-separated row numbers (default: all)")
+    ap.add_argument("--json", type=Path, help="also write the results as JSON")
+    ap.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    t0 = time.time()
+    task = ddddocr_task()
+    model = Model()
+    clean = load_dataset("clean")[:args.limit or None]
+    images = [task.preprocess(s.image) for s in clean]
+    labels = [s.text for s in clean]
+    calib = [task.preprocess(s.image) for s in load_dataset("calib-clean")]
+    fp32 = [task.decode(o)[0] for o in run_batches(model, images, {}, lambda g: g)]
+    fp32_acc = 100 * accuracy(fp32, labels)
+    log.info("fp32: accuracy %.1f%% on %d images", fp32_acc, len(images))
+    pick = [int(k) for k in args.rows.split(",") if k] or list(range(len(ROWS)))
+    results = []
+    for k in pick:
+        row = ROWS[k]
+        passes = row.float_passes
+        if row.auto_budget is not None:
+            passes = choose_auto(model, task, row.auto_budget)
+        res = evaluate_row(model, task, row, passes, images, labels, fp32, calib)
+        log.info("%s: %s", row.name, json.dumps(asdict(res)))
+        results.append(res)
+        if args.json:
+            args.json.write_text(json.dumps([asdict(r) for r in results], indent=1))
+    if not args.no_write:
+        write_section("Compression", section(results, fp32_acc, len(images), time.time() - t0))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
