@@ -18,8 +18,8 @@ from ocrc.compiler.cli.cmd_compile import add_input_shape_option, input_shapes
 from ocrc.compiler.compress import sensitivity
 from ocrc.compiler.compress.metrics import METRICS, get_metric
 from ocrc.compiler.compress.sites import parse_ops, weight_sites
-from ocrc.compiler.passes.lowrank import mac_multiple
 from ocrc.compiler.passes import PassContext
+from ocrc.compiler.passes.lowrank import mac_multiple
 from ocrc.compiler.pipeline import optimize
 from ocrc.compiler.quant.calibrate import load_calibration_set
 from ocrc.frontend.onnx_import import import_onnx
@@ -57,10 +57,10 @@ def _floats(text: str, option: str) -> tuple[float, ...]:
 
 def table(sw: sensitivity.Sweep) -> str:
     unit = "dB" if sw.metric == "sqnr" else "%"
-    lines = [f"metric: {sw.metric} (reference {sw.reference:.3g}); loss in "
-             f"{'noise % of signal' if sw.metric == 'sqnr' else 'points'}",
+    loss_unit = "noise % of signal" if sw.metric == "sqnr" else "points"
+    lines = [f"metric: {sw.metric} (reference {sw.reference:.3g}); loss in {loss_unit}",
              f"{'layer':<24} {'setting':<16} {'bytes':>10} {sw.metric + ' ' + unit:>12} "
-             f"{'loss':>9}"]
+             + f"{'loss':>9}"]
     for r in sw.results:
         st = r.setting
         label = st.kind + (f" {st.value}" if st.value else "")

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
-
 from ocrc.compiler.ir import interp
 from ocrc.compiler.ir.graph import Graph, Node, Value
 

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 import numpy as np
-
 from ocrc.compiler.ir.graph import Graph, Node, Value
 
 MOVES = ("reshape", "transpose", "concat", "identity")  # ref runs on int64 label arrays
@@ -51,11 +50,9 @@ class Channels:
 def _uniform_axis(lab: np.ndarray) -> int | None:
     """The axis along which `lab` varies while constant along all others; None if it varies
     along several. A single-id array (one channel) counts as varying along axis 1 (or 0)."""
-    flat = [a for a in range(lab.ndim)
-            if (lambda m: bool((m == m[:, :1]).all()))(
-                np.moveaxis(lab, a, 0).reshape(lab.shape[a], -1))]
-    varying = [a for a in flat if lab.shape[a] > 1 and
-               len(np.unique(np.moveaxis(lab, a, 0).reshape(lab.shape[a], -1)[:, 0])) > 1]
+    mats = [np.moveaxis(lab, a, 0).reshape(lab.shape[a], -1) for a in range(lab.ndim)]
+    flat = [a for a, m in enumerate(mats) if (m == m[:, :1]).all()]
+    varying = [a for a in flat if lab.shape[a] > 1 and len(np.unique(mats[a][:, 0])) > 1]
     if len(varying) == 1:
         return varying[0]
     if not varying and flat:

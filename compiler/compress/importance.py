@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-
 from ocrc.compiler.compress.stats import observe
 from ocrc.compiler.ir.graph import Graph, Node
 

@@ -7,7 +7,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-
 from ocrc.compiler.compress.sites import Site, from_rows, group_of, to_rows
 from ocrc.compiler.errors import PassError
 
@@ -21,7 +20,7 @@ def check_sparsity(value: float, what: str) -> None:
 def magnitude_mask(w: np.ndarray, sparsity: float) -> np.ndarray:
     """Keep the largest |w|; exactly round(sparsity * size) zeros (introselect: O(size),
     deterministic; which of equal magnitudes at the threshold go is unspecified)."""
-    k = int(round(sparsity * w.size))
+    k = round(sparsity * w.size)
     keep = np.ones(w.size, bool)
     if k:
         keep[np.argpartition(np.abs(w).reshape(-1), k - 1)[:k]] = False
@@ -31,7 +30,7 @@ def magnitude_mask(w: np.ndarray, sparsity: float) -> np.ndarray:
 def global_masks(ws: Sequence[np.ndarray], sparsity: float) -> list[np.ndarray]:
     """One magnitude threshold over all weights together (layers end with different sparsity)."""
     flat = np.concatenate([np.abs(w).reshape(-1) for w in ws])
-    k = int(round(sparsity * flat.size))
+    k = round(sparsity * flat.size)
     keep = np.ones(flat.size, bool)
     if k:
         keep[np.argpartition(flat, k - 1)[:k]] = False

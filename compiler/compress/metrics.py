@@ -15,7 +15,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
 from ocrc.compiler.errors import PassError
 
 Outputs = Sequence[Sequence[np.ndarray]]  # per sample (or batch), the graph's outputs

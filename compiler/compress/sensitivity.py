@@ -16,8 +16,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from tqdm import tqdm
-
 from ocrc.compiler.compress import svd
 from ocrc.compiler.compress.evaluate import Evaluator
 from ocrc.compiler.compress.metrics import Metric
@@ -26,6 +24,7 @@ from ocrc.compiler.ir.graph import Graph, Node
 from ocrc.compiler.passes.base import PassContext, run_passes
 from ocrc.compiler.passes.lowrank import LowRank
 from ocrc.compiler.passes.prune import Prune
+from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +197,7 @@ def joint_loss(work: Workload, settings: Sequence[Setting], metric: Metric,
 def _pick(sw: Sweep, price: float, total: int) -> list[Setting]:
     """Per layer, the setting minimising loss + price * bytes / total (ties: fewer bytes)."""
     chosen = []
-    for layer, rs in sw.by_layer().items():
+    for rs in sw.by_layer().values():
         rs = [r for r in rs if r.setting.kind not in ("int8", "int16") and math.isfinite(r.loss)]
         best = min(rs, key=lambda r: (max(r.loss, 0.0) + price * r.setting.nbytes / total,
                                       r.setting.nbytes))

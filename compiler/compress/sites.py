@@ -12,7 +12,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
-
 from ocrc.compiler.errors import PassError
 from ocrc.compiler.ir.graph import Graph, Node, Value
 
@@ -49,7 +48,7 @@ def weight_sites(g: Graph, ops: Iterable[str] = KINDS) -> list[Site]:
     ops = set(ops)
     bad = ops - set(KINDS)
     if bad:
-        raise PassError(f"unknown op kind {sorted(bad)[0]!r}; expected some of {'+'.join(KINDS)}")
+        raise PassError(f"unknown op kind {min(bad)!r}; expected some of {'+'.join(KINDS)}")
     consts = {n.outputs[0]: n for n in g.nodes if n.op.name == "const"}
     out = []
     for i, n in enumerate(g.nodes):

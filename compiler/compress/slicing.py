@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 
 import numpy as np
-
 from ocrc.compiler.compress.groups import Channels
 from ocrc.compiler.ir.graph import Builder, Graph, Node, Value
 

@@ -8,7 +8,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
-
 from ocrc.compiler.compress.sites import Site
 from ocrc.compiler.errors import PassError
 from ocrc.compiler.ir import interp

@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
 from ocrc.compiler.ir.graph import Graph, Value
 from ocrc.runtime import weightcodec as wc
 

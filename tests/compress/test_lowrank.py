@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from ocrc.compiler.compress import svd
 from ocrc.compiler.errors import PassError
 from ocrc.compiler.ir import interp
 from ocrc.compiler.ir.verify import verify
 from ocrc.compiler.passes import PassContext, parse_pipeline, run_passes
+
 from tests.compress.tiny import inputs, tiny_crnn
 
 

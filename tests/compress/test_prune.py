@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from ocrc.compiler.compress.sites import to_rows, weight_sites
 from ocrc.compiler.errors import PassError
 from ocrc.compiler.ir import interp
 from ocrc.compiler.ir.graph import Graph, Node
 from ocrc.compiler.passes import PassContext, parse_pipeline, run_passes
+
 from tests.compress.tiny import inputs, tiny_crnn
 
 

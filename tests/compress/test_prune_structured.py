@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from ocrc.compiler.compress.groups import analyse
 from ocrc.compiler.errors import PassError
 from ocrc.compiler.ir import interp
@@ -13,6 +12,7 @@ from ocrc.compiler.ir.graph import Builder, Graph, Node
 from ocrc.compiler.ir.types import DType, TensorType
 from ocrc.compiler.ir.verify import verify
 from ocrc.compiler.passes import PassContext, parse_pipeline, run_passes
+
 from tests.compress.tiny import inputs, tiny_crnn
 
 
@@ -56,7 +56,7 @@ def _branchy() -> Graph:
     rng = np.random.default_rng(0)
     b = Builder()
     x = b.input("x", TensorType(DType.F32, (1, 3, 6, 6)))
-    w = lambda *s: b.const(rng.standard_normal(s).astype(np.float32))  # noqa: E731
+    w = lambda *s: b.const(rng.standard_normal(s).astype(np.float32))
     a = b.op("conv", x, w(8, 3, 3, 3), w(8), name="a", pads=(1, 1, 1, 1), act="relu")
     d = b.op("conv", a, w(8, 1, 3, 3), w(8), name="dw", pads=(1, 1, 1, 1), group=8)
     c = b.op("conv", x, w(4, 3, 1, 1), w(4), name="c", act="relu")

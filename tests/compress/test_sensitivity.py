@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-
 from ocrc.compiler.compress import sensitivity as S
 from ocrc.compiler.compress.evaluate import Evaluator
 from ocrc.compiler.compress.metrics import agreement_metric, custom_metric, get_metric
@@ -14,6 +13,7 @@ from ocrc.compiler.compress.sites import weight_sites
 from ocrc.compiler.errors import PassError
 from ocrc.compiler.ir import interp
 from ocrc.compiler.passes import PassContext, parse_pipeline, run_passes
+
 from tests.compress.tiny import inputs, tiny_crnn
 
 

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from ocrc.compiler.compress.storage import (kmeans_codebook, other_const_bytes,
-                                            quantize_to_codebook, storage_report, weight_values)
+from ocrc.compiler.compress.storage import (
+    kmeans_codebook,
+    other_const_bytes,
+    quantize_to_codebook,
+    storage_report,
+    weight_values,
+)
 from ocrc.compiler.errors import PassError
 from ocrc.compiler.passes import PassContext, parse_pipeline, run_passes
 from ocrc.runtime import weightcodec as wc
+
 from tests.compress.tiny import inputs, tiny_crnn
 
 

@@ -7,7 +7,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-
 from ocrc.runtime import weightcodec as wc
 from ocrc.runtime.weightcodec import CodecError, StreamFormat
 

@@ -4,7 +4,6 @@ bidirectional LSTM, dense head) for the compression tests."""
 from __future__ import annotations
 
 import numpy as np
-
 from ocrc.compiler.ir.graph import Builder, Graph, Value
 from ocrc.compiler.ir.types import DType, TensorType
 
