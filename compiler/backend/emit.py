@@ -111,6 +111,7 @@ class KernelEmitter:
         self.tiles: list[TileCost] = [TileCost()]
         self.out: list[Insn] = []
         self.layer = kernel.name if kernel is not None else ""
+        self.overlap = True  # False when single-buffered staging serialises the tiles
 
     # ---- bookkeeping
     def alloc(self, nbytes: int) -> int:
@@ -128,7 +129,9 @@ class KernelEmitter:
 
     @property
     def estimate(self) -> int:
-        return pipeline_cycles(self.tiles)
+        if self.overlap:
+            return pipeline_cycles(self.tiles)
+        return sum(t.load + t.compute + t.store for t in self.tiles)  # single-buffered: serial
 
     def ins(self, op: Opcode, **f: int) -> None:
         unit = FORMATS[op].unit

@@ -140,6 +140,7 @@ class ConvEmitter(TailMixin):
             raise Misfit("the stride does not fit the instruction's field")
         hmax = max(g_[3] - g_[2] for g_ in geo)
         nbuf = 2 if self.params.get("db", True) else 1  # double-buffered staging
+        self.overlap = nbuf == 2
         xbufs = [self.alloc(hmax * w * cin_b) for _ in range(nbuf)] \
             if self.needs_buf(xv, 2, cin_b) else [None]
         load = self._weights(n, blocks, is_conv)
