@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
 from ocrc.runtime import cycles, isa
 from ocrc.runtime.isa import Opcode
 from ocrc.runtime.target import Target

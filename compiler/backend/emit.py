@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
 from ocrc.compiler.backend.cost import Machine, TileCost, pipeline_cycles
 from ocrc.compiler.backend.memory import MemoryPlan, align
 from ocrc.compiler.backend.schedule import DRAM, SRAM, Insn

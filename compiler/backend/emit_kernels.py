@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
 from ocrc.compiler.backend import layout as L
 from ocrc.compiler.backend.emit import KernelEmitter, View
 from ocrc.compiler.backend.schedule import SRAM
@@ -117,7 +116,7 @@ class ConvEmitter(TailMixin):
             (sh, sw), (dh, dw), g = a["strides"], a["dilations"], a["group"]
         else:
             (kh, kw), (sh, sw), (dh, dw), g = a["kernel_shape"], a["strides"], (1, 1), 1
-        pt, pl, pb, pr = a["pads"]
+        pt, pl, _, pr = a["pads"]
         bands, blocks = _bands(ho, rb), _bands(cout, cb)
         # Channel blocks of grouped convs and pools take whole groups and read only their
         # groups' input channels (a pool is a depthwise op: one channel per group).

@@ -12,7 +12,6 @@ interleaved step by step. params: r_resident (bool), nb (R rows per streamed blo
 from __future__ import annotations
 
 import numpy as np
-
 from ocrc.compiler.backend.emit import KernelEmitter
 from ocrc.compiler.backend.schedule import SRAM
 from ocrc.compiler.ir.ops.qlstm import GATE_FRAC

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
-
 from ocrc.compiler.ir.graph import Graph
 from ocrc.compiler.ir.interp import run
 from ocrc.compiler.ir.parser import parse_graph

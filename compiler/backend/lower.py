@@ -16,12 +16,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-
+from ocrc.compiler.backend import layout as L
 from ocrc.compiler.errors import UnsupportedOpError
 from ocrc.compiler.ir.graph import Builder, Graph, Node, Value
 from ocrc.compiler.ir.ops.pool import _pool_geometry
 from ocrc.compiler.ir.verify import verify
-from ocrc.compiler.backend import layout as L
 
 NHWC_OPS = ("qconv", "qmax_pool", "qavg_pool", "npu.conv", "npu.pool")
 ELEMENTWISE = ("npu.lut", "npu.rescale", "npu.add", "npu.mul")
@@ -246,7 +245,7 @@ class _Lower:
     def op_qlstm(self, n: Node) -> None:
         x_old = n.inputs[0]
         assert x_old is not None
-        t, bs, _ = x_old.type.shape
+        _, bs, _ = x_old.type.shape
         if bs != 1:
             raise UnsupportedOpError(f"{n.label()}: batch {bs}; the NPU LSTM runs batch 1")
         a = n.all_attrs

@@ -16,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import networkx as nx
-
 from ocrc.compiler.backend import layout as L
 from ocrc.compiler.backend.lower import infer_layouts
 from ocrc.compiler.backend.schedule import BLOCK

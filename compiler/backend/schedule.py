@@ -17,8 +17,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
-
-from ocrc.runtime.isa import FORMATS, DType, Opcode, PoolMode, Queue
+from ocrc.runtime.isa import FORMATS, Opcode, PoolMode, Queue
 
 BLOCK = 64  # bytes; every buffer the backend allocates is aligned to it
 SRAM, DRAM = 0, 1

@@ -15,7 +15,6 @@ from ocrc.compiler.backend.emit import Ctx
 from ocrc.compiler.backend.emit_kernels import EMITTERS, Misfit
 from ocrc.compiler.backend.emit_lstm import LstmEmitter
 from ocrc.compiler.backend.memory import Kernel, Storage
-from ocrc.compiler.ir.ops.rnn import LSTM_DIRECTIONS
 from ocrc.runtime.errors import OcrcError
 
 UNLIMITED = 1 << 40
@@ -140,6 +139,3 @@ class Tiler:
                                  f"{need} bytes of SRAM workspace, the target leaves {budget}")
         return min(fits, key=lambda t: (t.cost, t.tiles, t.workspace))
 
-
-def lstm_directions(kernel: Kernel) -> int:
-    return LSTM_DIRECTIONS[kernel.anchor.attr("direction")]

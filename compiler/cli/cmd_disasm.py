@@ -41,13 +41,13 @@ def stats_lines(prog: object) -> list[str]:
     queues = Counter(isa.Queue(int(q)).name.lower() for q in vp.queues)
     const = sum(r.size for r in p.regions if r.kind == "const")
     size = len(p.to_bytes())
-    lines = [f"program: {p.n_insns} instructions ({p.code.nbytes:,} bytes of code), "
-             f"{const:,} bytes of constants, file {size:,} bytes; target {p.target.name}",
-             f"SRAM in use at most {p.meta.get('sram_peak', vp.sram_peak):,} of "
+    lines = [(f"program: {p.n_insns} instructions ({p.code.nbytes:,} bytes of code), "
+              f"{const:,} bytes of constants, file {size:,} bytes; target {p.target.name}"),
+             (f"SRAM in use at most {p.meta.get('sram_peak', vp.sram_peak):,} of "
              f"{p.target.sram_bytes:,} bytes (highest address touched {vp.sram_peak:,}); DRAM "
              f"{p.dram_size:,} bytes in {len(p.regions)} regions; "
              f"{len([x for x in p.layers if x != '<none>'])} layers; "
-             f"host ops {p.meta.get('host_ops', 0)}",
+             f"host ops {p.meta.get('host_ops', 0)}"),
              "per queue: " + ", ".join(f"{q} {n}" for q, n in sorted(queues.items())),
              "per opcode:"]
     lines += [f"  {name:<8}{n:>8}" for name, n in sorted(ops.items(), key=lambda kv: -kv[1])]

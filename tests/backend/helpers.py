@@ -8,7 +8,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-
 from ocrc.compiler.backend.codegen import CompileResult, compile_program
 from ocrc.compiler.backend.host import run_program
 from ocrc.compiler.ir import Builder, DType, Graph, TensorType

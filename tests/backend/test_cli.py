@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-
 from ocrc.compiler.cli import main
 from ocrc.frontend.demo import build_demo_crnn
 from ocrc.runtime import isa

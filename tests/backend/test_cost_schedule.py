@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from ocrc.compiler.backend import layout as L
 from ocrc.compiler.backend.codegen import compile_program
 from ocrc.compiler.backend.cost import Machine
@@ -22,6 +21,7 @@ from ocrc.runtime.isa import DType as D
 from ocrc.runtime.isa import Opcode, PoolMode
 from ocrc.runtime.target import load_target
 from ocrc.runtime.vm import VM
+
 from tests.backend.helpers import TARGETS, quantise
 from tests.backend.test_e2e import CASES
 

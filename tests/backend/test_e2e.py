@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-
 from ocrc.compiler.ir import Graph
+
 from tests.backend.helpers import TARGETS, G, check_exact, quantise
 
 
@@ -100,7 +100,7 @@ def lstm(direction: str, hidden: int = 12, init: bool = False) -> Callable[[], G
         extra: list[Any] = [g.w(dn, 8 * hidden, sc=0.1)]
         if init:
             extra += [g.w(dn, 1, hidden, sc=0.5), g.w(dn, 1, hidden, sc=0.5)]
-        y, yh, yc = g.b.emit("lstm", [g.x, g.w(dn, 4 * hidden, 10), g.w(dn, 4 * hidden, hidden),
+        y, _, _ = g.b.emit("lstm", [g.x, g.w(dn, 4 * hidden, 10), g.w(dn, 4 * hidden, hidden),
                                       *extra], {"hidden_size": hidden, "direction": direction})
         r = g.op("reshape", y, shape=(7, 1, dn * hidden))
         return g.graph(g.op("dense", r, g.w(9, dn * hidden), g.w(9, sc=0.1)))
