@@ -102,19 +102,18 @@ def loadw(dram, sram, f):  # type: ignore[no-untyped-def]
 #   no Strassen-like algorithms, no reduced-precision modes unless asked for).
 # int16 activations (|x*w| <= 2**22) keep the integer loop: they are rare and small (LSTM).
 F32_MAX_K = 1024
-# Integer loop below these sizes: sgemm is slower than it on short M (measured on AVX2 and
-# AVX-512 OpenBLAS kernels, benchmarks/vm_speed.py --sweep), and the int8 -> float32 copies
-# of x and w cost as much as the product when it is small.
-BLAS_MIN_M = 64
+# The integer loop below these sizes: there it is as fast as sgemm (python -m
+# benchmarks.vm_speed --sweep; AVX2 and AVX-512 OpenBLAS kernels), e.g. M = 20 rows (LSTM
+# projections, classifier tiles) or m = 1 (LSTM recurrence).
+BLAS_MIN_M = 32
 BLAS_MIN_N = 8
-BLAS_MIN_MACS = 1 << 17
+BLAS_MIN_MACS = 1 << 16
 
 
 @njit(cache=True)
 def use_blas(m, n, k):  # type: ignore[no-untyped-def]
     """True when an m x n x k int8 product is faster through float32 sgemm."""
     return m >= BLAS_MIN_M and n >= BLAS_MIN_N and m * n * k >= BLAS_MIN_MACS
-
 
 
 @njit(cache=True)
