@@ -18,8 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-
-from benchmarks.ocr.report import markdown_table, write_section
 from ocrc.compiler.backend.codegen import compile_program
 from ocrc.compiler.backend.host import run_program
 from ocrc.compiler.ir.graph import Graph
@@ -31,6 +29,8 @@ from ocrc.frontend.demo import build_demo_crnn
 from ocrc.frontend.onnx_import import import_onnx
 from ocrc.runtime.errors import OcrcError
 from ocrc.runtime.target import load_target
+
+from benchmarks.ocr.report import markdown_table, write_section
 
 PRESETS = ("npu-lite", "npu", "npu-large")
 
@@ -125,14 +125,19 @@ def main() -> None:
         "- *bit-exact*: every output of the VM (+ host tail) equals the interpreter's.\n"
         "- *peak SRAM*: max over kernels of the workspace used plus the activations resident "
         "at that point.\n"
-        "- *estimate / VM*: the compiler's cost model (sum over tiles of max(compute, memory), "
-        "the cycle formulas of runtime/cycles.py) over the VM's counted cycles. Stated "
-        "tolerance on whole models: within 10% (the model ignores inter-tile queue stalls "
-        "and the latency of the first loads); single instructions agree exactly "
+        "- *estimate / VM*: the compiler's cost model over the VM's counted cycles. Per "
+        "kernel the tiles run as a load/compute/store pipeline (each step the slowest of "
+        "compute of tile i, load of tile i+1, store of tile i-1; single-buffered kernels "
+        "serially), with the instruction cycle formulas of runtime/cycles.py. Stated "
+        "tolerance on whole models: within 10% (kernels are modelled back to back: the VM "
+        "overlaps a kernel's weight loads with the previous kernel, or stalls on a "
+        "dependency the model does not see); single instructions agree exactly "
         "(tests/backend/test_cost_schedule.py).\n"
         "- *deterministic*: a second compile gives a byte-identical .npu file.\n"
-        "- Light models that fail are rejected by the quantiser (LRN, unfolded batch norm), "
-        "before the backend.\n")
+        "- Light models marked *not quantisable* are rejected by the quantiser (LRN, unfolded "
+        "batch norm), before the backend. *not compiled* on npu-lite: a kernel's smallest "
+        "tiling does not fit 128 KiB (convs are not split along their input channels; "
+        "layout copies are not tiled).\n")
     if not args.no_write:
         write_section("NPU backend", body)
     print(body)
