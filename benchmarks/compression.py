@@ -24,14 +24,10 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-
-from benchmarks.ocr.datasets import load_dataset, load_samples
-from benchmarks.ocr.metrics import accuracy, agreement
-from benchmarks.ocr.report import markdown_table, write_section
-from benchmarks.ocr.tasks import ddddocr_task
 from ocrc.compiler.compress import sensitivity
 from ocrc.compiler.compress.metrics import get_metric
 from ocrc.compiler.compress.sites import weight_sites
+from ocrc.compiler.compress.stats import input_grams
 from ocrc.compiler.compress.storage import other_const_bytes, storage_report
 from ocrc.compiler.ir import interp
 from ocrc.compiler.ir.graph import Graph
@@ -42,6 +38,11 @@ from ocrc.compiler.quant.calibrate import CalibTable, calibrate
 from ocrc.compiler.quant.quantizer import prepare
 from ocrc.frontend.onnx_import import import_onnx
 from ocrc.frontend.zoo import fetch_model
+
+from benchmarks.ocr.datasets import load_dataset, load_samples
+from benchmarks.ocr.metrics import accuracy, agreement
+from benchmarks.ocr.report import markdown_table, write_section
+from benchmarks.ocr.tasks import ddddocr_task
 
 log = logging.getLogger("benchmarks.compression")
 ONNX_BYTES = 54_088_400  # common.onnx as shipped (float32)
@@ -224,6 +225,44 @@ def evaluate_row(model: Model, task, row: Row, passes: str, images: Sequence[np.
     return res
 
 
+def calibration_grams(model: Model, calib: Sequence[np.ndarray],
+                      ops: Sequence[str] = ("dense", "lstm")) -> dict[str, np.ndarray]:
+    """Input Gram matrices by layer over the calibration images of every width (what
+    `lowrank{whiten=true}` and `prune{criterion=activation}` read from ctx.options)."""
+    grams: dict[str, np.ndarray] = {}
+    for _, arr in batches(calib):
+        g = model.graph(arr.shape[0], arr.shape[3])
+        for k, v in input_grams(g, weight_sites(g, ops), [{model.name: arr}]).items():
+            grams[k] = grams.get(k, 0) + v
+    return grams
+
+
+SVD_RANKS = (352, 192, 128, 64)  # 352: energy 0.90 rounded to the 32-wide MAC array
+
+
+def svd_study(model: Model, task, images: Sequence[np.ndarray], labels: Sequence[str],
+              fp32: Sequence[str], calib: Sequence[np.ndarray]) -> str:
+    """Plain vs data-aware (whitened) SVD of the Gemm at equal ranks, float model."""
+    grams = calibration_grams(model, calib, ("dense",))
+    body = []
+    for r in SVD_RANKS:
+        cells: list[object] = [r]
+        for whiten in (False, True):
+            text = f"lowrank{{layers=Gemm_97:{r},multiple=1,whiten={str(whiten).lower()}}}"
+            outs = run_batches(model, images, {}, lambda g, t=text: run_passes(
+                g, parse_pipeline(t), PassContext(options={"input_grams": grams},
+                                                  verify_each=False)))
+            preds = [task.decode(o)[0] for o in outs]
+            cells += [f"{100 * accuracy(preds, labels):.1f}", f"{100 * agreement(preds, fp32):.1f}"]
+        body.append(cells)
+        log.info("svd study rank %d: %s", r, cells)
+    head = ["Gemm rank", "plain: accuracy %", "plain: agreement %", "whitened: accuracy %",
+            "whitened: agreement %"]
+    return ("Gemm_97 (1024 -> 8210) split at equal ranks, float model, clean set; whitened: the "
+            "SVD of W L with L the Cholesky factor of the Gemm input's Gram matrix over the 32 "
+            "calibration images (`lowrank{whiten=true}`).\n\n" + markdown_table(head, body))
+
+
 def section(results: Sequence[Result], fp32_acc: float, n: int, seconds: float) -> str:
     head = ["setting", "weight bytes", "x vs 54,088,400 B float", "MACs (dense)",
             "MACs (nonzero weights)", "accuracy %", "agreement with fp32 %",
@@ -251,6 +290,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--rows", default="", help="comma-separated row numbers (default: all)")
     ap.add_argument("--json", type=Path, help="also write the results as JSON")
     ap.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md")
+    ap.add_argument("--svd-study", action="store_true",
+                    help="also compare plain and data-aware SVD (section 'Compression: SVD')")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     t0 = time.time()
@@ -263,6 +304,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     fp32 = [task.decode(o)[0] for o in run_batches(model, images, {}, lambda g: g)]
     fp32_acc = 100 * accuracy(fp32, labels)
     log.info("fp32: accuracy %.1f%% on %d images", fp32_acc, len(images))
+    if args.svd_study:
+        text = svd_study(model, task, images, labels, fp32, calib)
+        if not args.no_write:
+            write_section("Compression: plain vs data-aware SVD", text)
+    if args.rows == "none":
+        return 0
     pick = [int(k) for k in args.rows.split(",") if k] or list(range(len(ROWS)))
     results = []
     for k in pick:

@@ -66,21 +66,38 @@ def input_rows(site: Site, x: np.ndarray) -> np.ndarray:
 
 
 def input_grams(g: Graph, sites: Sequence[Site],
-                samples: Sequence[Mapping[str, np.ndarray]]) -> dict[Site, np.ndarray]:
-    """X^T X of every site's inputs (sites of group>1 convs and LSTM R are left out)."""
-    usable = [s for s in sites if s.kind != "lstm.r" and
-              not (s.kind == "conv" and s.node.attr("group") != 1)]
+                samples: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """X^T X of every site's inputs, by layer, in the reduction order of `sites.to_rows`:
+    [K, K], or [D, H, H] for an LSTM's R (per direction, from its hidden states Y). Grouped
+    convs are left out."""
+    usable = [s for s in sites if not (s.kind == "conv" and s.node.attr("group") != 1)]
     by_value: dict[Value, list[Site]] = {}
     for s in usable:
-        x = s.node.inputs[0]
-        assert x is not None
-        by_value.setdefault(x, []).append(s)
-    grams: dict[Site, np.ndarray] = {}
+        v = s.node.outputs[0] if s.kind == "lstm.r" else s.node.inputs[0]
+        assert v is not None
+        by_value.setdefault(v, []).append(s)
+    grams: dict[str, np.ndarray] = {}
 
     def add(v: Value, a: np.ndarray) -> None:
         for s in by_value[v]:
-            rows = input_rows(s, a.astype(np.float64))
-            grams[s] = grams.get(s, 0) + rows.T @ rows
+            if s.kind == "lstm.r":  # Y [T, D, B, H]: h of each direction
+                h = np.moveaxis(a.astype(np.float64), 1, 0).reshape(a.shape[1], -1, a.shape[3])
+                gram = np.einsum("dnk,dnl->dkl", h, h)
+            else:
+                rows = input_rows(s, a.astype(np.float64))
+                gram = rows.T @ rows
+            grams[s.layer] = grams.get(s.layer, 0) + gram
 
     observe(g, samples, list(by_value), add)
     return grams
+
+
+def site_grams(g: Graph, sites: Sequence[Site], options: Mapping[str, object],
+               what: str) -> dict[str, np.ndarray]:
+    """Input Gram matrices by layer: ctx.options['input_grams'] when it has them (statistics
+    gathered once over inputs of several shapes), else measured on the matching samples of
+    ctx.options['calibration']."""
+    given = options.get("input_grams")
+    if isinstance(given, Mapping) and all(s.layer in given for s in sites):
+        return {s.layer: np.asarray(given[s.layer]) for s in sites}
+    return input_grams(g, sites, matching(g, options.get("calibration"), what))  # type: ignore[arg-type]

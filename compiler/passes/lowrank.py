@@ -14,11 +14,18 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
-
 from ocrc.compiler.compress import svd
-from ocrc.compiler.compress.sites import (Site, check_layers, const_arrays, group_of,
-                                          parse_layer_values, parse_ops, to_rows, weight_sites)
-from ocrc.compiler.compress.stats import input_grams, matching
+from ocrc.compiler.compress.sites import (
+    Site,
+    check_layers,
+    const_arrays,
+    group_of,
+    parse_layer_values,
+    parse_ops,
+    to_rows,
+    weight_sites,
+)
+from ocrc.compiler.compress.stats import site_grams
 from ocrc.compiler.errors import PassError
 from ocrc.compiler.ir.graph import Graph, Node, Value
 from ocrc.compiler.passes.base import Pass, PassContext, register
@@ -125,10 +132,10 @@ class LowRank(Pass):
         explicit = parse_layer_values(self.layers, "lowrank: layers", int)
         check_layers(explicit, sites, "lowrank: layers")
         consts = const_arrays(g)
-        grams = {}
+        grams: dict[str, np.ndarray] = {}
         if self.whiten:
-            grams = input_grams(g, sites, matching(g, ctx.options.get("calibration"),
-                                                   "lowrank{whiten=true}"))
+            grams = site_grams(g, [s for s in sites if s.kind != "lstm.r"], ctx.options,
+                               "lowrank{whiten=true}")
         mult = mac_multiple(ctx, self.multiple)
         if not (self.energy or self.ratio or self.rank or self.budget):
             sites = [s for s in sites if s.layer in explicit]  # only the named layers
@@ -139,7 +146,7 @@ class LowRank(Pass):
                                                          and s.value.type.rank != 2):
                 continue
             mats = to_rows(consts[s.value], s.kind, 1)
-            decomps[s] = [svd.decompose(m, grams.get(s)) for m in mats]
+            decomps[s] = [svd.decompose(m, grams.get(s.layer)) for m in mats]
             spectra[s] = [d.s for d in decomps[s]]
         level = self.energy
         if self.budget:

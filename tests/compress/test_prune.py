@@ -111,3 +111,25 @@ def test_bad_masks(tmp_path: Path, content, match: str) -> None:
 def test_bad_specs(text: str, match: str) -> None:
     with pytest.raises(PassError, match=match):
         _prune(text)
+
+
+def test_activation_criterion_and_row_scope() -> None:
+    g = tiny_crnn()
+    ctx = PassContext(options={"calibration": inputs(n=2)})
+    out = run_passes(g, parse_pipeline("prune{sparsity=0.5,criterion=activation}"), ctx)
+    rows = ctx.options["reports"]["prune"]
+    assert all(abs(r.after - 0.5) < 0.01 and r.how == "activation" for r in rows)
+    # the masked reference holds for this criterion too
+    masks = _masks_of(out)
+    ref = _with_weights(g, {s.tensor: g.const_value(s.value) * masks[s.tensor]
+                            for s in weight_sites(g)})
+    x = inputs()[0]
+    np.testing.assert_array_equal(interp.run(out, x)["logits"], interp.run(ref, x)["logits"])
+    # it differs from magnitude where inputs are uneven, and precomputed statistics are used
+    _, mag, _ = _prune("prune{sparsity=0.5}", g)
+    assert any((_masks_of(mag)[k] != v).any() for k, v in masks.items())
+    _, rowwise, rows = _prune("prune{sparsity=0.5,scope=row,ops=dense}", g)
+    w = next(rowwise.const_value(s.value) for s in weight_sites(rowwise) if s.layer == "fc")
+    assert ((w == 0).sum(axis=1) == w.shape[1] // 2).all()
+    with pytest.raises(PassError, match="needs calibration data"):
+        _prune("prune{sparsity=0.5,criterion=activation}")
