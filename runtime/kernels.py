@@ -11,6 +11,11 @@ int64 (large products, see F32_MAX_K); int16 activations in int64.
 
 from __future__ import annotations
 
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 from numba import njit
 from ocrc.runtime import isa
@@ -36,6 +41,44 @@ STATUS_TEXT = {
     ST_NOT_2_4: "sparse=two_four but the weights are not 2:4 sparse along K",
     ST_NO_TOKEN: "pops a dependency token that no earlier instruction pushed",
 }
+
+
+# The runtime's files whose code or constants jitted code compiles in (register_jitable
+# helpers, C_* columns, P_* parameters, callees in other files).
+_JIT_SOURCES = ("isa.py", "target.py", "qmath.py", "cycles.py", "kernels.py", "kernels_vec.py",
+                "vm.py")
+
+
+def drop_stale_cache(namespace: dict[str, Any]) -> None:
+    """Flush the numba cache entries of a module's jitted functions when the runtime's jitted
+    sources changed since they were written. numba keys a cached function on its own file only,
+    so machine code with stale copies of what it compiled in from other files (callees,
+    register_jitable helpers, module constants) would otherwise be reused (a documented numba
+    limitation). Each jitted module of the runtime calls this at its end, before any call."""
+    here = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for name in _JIT_SOURCES:
+        h.update((here / name).read_bytes())
+    digest = h.hexdigest()
+    module = namespace["__name__"]
+    jitted = [v for v in namespace.values() if hasattr(v, "_cache") and hasattr(v, "py_func")
+              and v.py_func.__module__ == module and hasattr(v._cache, "flush")]
+    if not jitted:
+        return
+    stamp = Path(jitted[0]._cache.cache_path) / f"{module.rsplit('.', 1)[-1]}.jit-sources"
+    try:
+        if stamp.read_text() == digest:
+            return
+    except OSError:
+        pass
+    for d in jitted:
+        d._cache.flush()
+    try:
+        tmp = stamp.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(digest)
+        os.replace(tmp, stamp)
+    except OSError:  # a read-only cache directory: numba does not cache there either
+        pass
 
 
 # ---------------------------------------------------------------- DMA
@@ -402,3 +445,6 @@ def matmul(sram, f, p):  # type: ignore[no-untyped-def]
         _write_out(sram, f, dot32, corr, q, n, 0, f[isa.C_DST], f[isa.C_D_RS], out_i32, accum)
     cyc, st = _mac_cycles(wb, f, p, m)
     return (ST_NOT_2_4 if st != 0 else ST_OK), cyc
+
+
+drop_stale_cache(globals())

@@ -14,7 +14,7 @@ from numba import njit
 from ocrc.runtime import isa
 from ocrc.runtime.cycles import conv_out
 from ocrc.runtime.isa import Opcode, PoolMode
-from ocrc.runtime.kernels import U, copy_bytes
+from ocrc.runtime.kernels import U, copy_bytes, drop_stale_cache
 from ocrc.runtime.qmath import (
     add16_ref,
     add_ref,
@@ -230,3 +230,6 @@ def vector(sram, f):  # type: ignore[no-untyped-def]
         _copy(sram, f)
     elif op == Opcode.FILL:
         st(sram, f[isa.C_DST], np.full(cnt, f[isa.C_VALUE], np.int64), f[isa.C_DT])
+
+
+drop_stale_cache(globals())

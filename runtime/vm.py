@@ -17,7 +17,16 @@ from ocrc.runtime import isa
 from ocrc.runtime.cycles import insn_cycles
 from ocrc.runtime.errors import VMError
 from ocrc.runtime.isa import Opcode
-from ocrc.runtime.kernels import ST_NO_TOKEN, ST_OK, STATUS_TEXT, conv, dma, loadw, matmul
+from ocrc.runtime.kernels import (
+    ST_NO_TOKEN,
+    ST_OK,
+    STATUS_TEXT,
+    conv,
+    dma,
+    drop_stale_cache,
+    loadw,
+    matmul,
+)
 from ocrc.runtime.kernels_vec import vector
 from ocrc.runtime.program import DTYPES, Program, TensorDesc
 from ocrc.runtime.qmath import dequantize_ref, quantize_ref
@@ -175,3 +184,6 @@ def run_program(program: Program, inputs: dict[str, np.ndarray],
                 target: Target | None = None) -> tuple[dict[str, np.ndarray], Stats]:
     """Verify and run a program once: float inputs by name -> (float outputs, Stats)."""
     return VM(program, target).run(inputs)
+
+
+drop_stale_cache(globals())
