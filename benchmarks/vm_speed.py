@@ -1,22 +1,35 @@
-"""VM speed on a program with the shape of ddddocr common.onnx at 1x1x64x160 (0.569 GMAC),
-side by side with onnxruntime fp32 on one thread when the model file is given.
+"""VM speed: wall time per inference of the NPU virtual machine against onnxruntime fp32, both
+on one thread, measured side by side in one run on ddddocr common.onnx at 1x1x64x160
+(0.569 GMAC) compiled by ocrc for the `npu` preset; plus the numba start-up time of a fresh
+process with a warm cache. Writes the `## VM speed` section of benchmarks/RESULTS.md.
 
-Until the compiler backend exists, the program is synthetic but shape-faithful: every conv of
-the CNN (with its SiLU table and residual adds), the transposed feature map, the bidirectional
-LSTM (batched input projections, 20 recurrent steps per direction with int16 cell arithmetic,
-recurrent weights streamed from DRAM every step) and the 1024 -> 8210 classifier tiled over
-SRAM, with double-buffered weight loads. Random weights; the numbers measure the VM, not
-accuracy.
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m benchmarks.vm_speed
+        [--repeat N] [--synthetic] [--sweep] [--no-write]
 
-    OPENBLAS_NUM_THREADS=1 python benchmarks/vm_speed.py [--onnx common.onnx] [--target npu]
+One thread each: OPENBLAS_NUM_THREADS=1 is set before numpy loads (the VM's sgemm is scipy's
+OpenBLAS, called by numba) and threadpoolctl limits it too when installed; onnxruntime runs
+with intra/inter-op threads = 1. The runs alternate VM / onnxruntime so that both see the same
+machine load; both wall and CPU (process) time are reported. OPENBLAS_CORETYPE, when set on
+this machine, pins OpenBLAS to its AVX2 kernels: unset it (with OPENBLAS_L2_SIZE) for this
+command only, as above; the script records which kernel ran. `--synthetic` times the
+ddddocr-shaped program built here instead (random weights), `--sweep` the sgemm and integer
+MAC paths of kernels.py on the shapes that set its thresholds.
 """
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy / scipy load OpenBLAS
+
 import argparse
+import json
+import platform
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 from ocrc.runtime.builder import ProgramBuilder
@@ -24,6 +37,10 @@ from ocrc.runtime.isa import DType, Opcode
 from ocrc.runtime.program import Program
 from ocrc.runtime.target import Target, load_target
 from ocrc.runtime.vm import VM
+
+from benchmarks.ocr.report import markdown_table, write_section
+
+SHAPE = (1, 1, 64, 160)
 
 # (name, h_in, w_in, cin, cout, k, stride, silu, residual) of the 21 convs of ddddocr.
 CONVS = [
@@ -52,19 +69,22 @@ class _Loader:
 
     def __init__(self, b: ProgramBuilder, rng: np.random.Generator) -> None:
         self.b, self.rng, self.i = b, rng, 0
-        self.pending_free = 0
+        self.consts: dict[str, tuple[int, int]] = {}
 
     def weights(self, name: str, n: int, k: int) -> int:
-        """LOADW n*k random int8 weights + a qp block; returns the SRAM weight address."""
-        w = self.rng.integers(-127, 128, n * k, dtype=np.int8)
-        qp = np.concatenate([self.rng.integers(-500, 500, n), np.full(n, 1 << 30),
-                             np.full(n, 42)]).astype("<i4")
+        """LOADW n*k random int8 weights + a qp block (DRAM constants made once per name, so
+        the recurrent weights are the same every step); returns the SRAM weight address."""
+        if name not in self.consts:
+            w = self.rng.integers(-127, 128, n * k, dtype=np.int8)
+            qp = np.concatenate([self.rng.integers(-500, 500, n), np.full(n, 1 << 30),
+                                 np.full(n, 42)]).astype("<i4")
+            self.consts[name] = (self.b.const(name, w), self.b.const(name + ".qp", qp))
+        wd, qd = self.consts[name]
         buf = WBUF[self.i % 2]
         pop = int(self.i >= 2)
-        self.b.emit(Opcode.LOADW, dram=self.b.const(name, w), clen=n * k, count=n * k,
-                    sram=buf, pop_next=pop)
-        self.b.emit(Opcode.LOAD, dram=self.b.const(name + ".qp", qp), sram=buf + 250 * KB,
-                    n0=12 * n, n1=1, n2=1, push_next=1)
+        self.b.emit(Opcode.LOADW, dram=wd, clen=n * k, count=n * k, sram=buf, pop_next=pop)
+        self.b.emit(Opcode.LOAD, dram=qd, sram=buf + 250 * KB, n0=12 * n, n1=1, n2=1,
+                    push_next=1)
         self.i += 1
         return buf
 
@@ -80,6 +100,8 @@ class _Loader:
 
 
 def build_ddddocr_like(target: Target, seed: int = 0) -> Program:
+    """The synthetic ddddocr-shaped program (random weights; what was timed before the
+    backend existed)."""
     rng = np.random.default_rng(seed)
     b = ProgramBuilder(target, meta={"model": "ddddocr-shaped synthetic"})
     x = b.input("x", (1, 1, 64, 160), scale=1 / 64)
@@ -140,7 +162,7 @@ def _lstm_and_classifier(b: ProgramBuilder, ld: _Loader, cur: int) -> None:
         for d in range(2):
             t = step if d == 0 else T - 1 - step
             for j in range(4 * H // NT):
-                wa = ld.weights(f"lstm.r{d}.{step}.{j}", NT, H)
+                wa = ld.weights(f"lstm.r{d}.{j}", NT, H)
                 b.emit(Opcode.MATMUL, a=h + 512 * d, b=wa, qp=wa + 250 * KB, dst=th + 4 * NT * j,
                        m=1, n=NT, k=H, a_rs=H, d_rs=4 * NT, out=DType.I32, **ld.use())
             b.emit(Opcode.REQUANT, src=th, dst=th, count=4 * H, chan=4 * H,
@@ -181,60 +203,175 @@ def _lstm_and_classifier(b: ProgramBuilder, ld: _Loader, cur: int) -> None:
         b.emit(Opcode.NOP, queue=1, pop_next=1)
 
 
-def ort_time(onnx_path: str, repeat: int) -> float:
+def compiled_ddddocr(target: str) -> Program:
+    """ddddocr common.onnx at 1x1x64x160, quantised (2 seeded calibration samples, as
+    benchmarks.npu_backend) and compiled for the target."""
+    from ocrc.compiler.backend.codegen import compile_program
+
+    from benchmarks.npu_backend import MODELS, quantised
+
+    qg = quantised(MODELS["ddddocr-common"].load())
+    return compile_program(qg, load_target(target), "ddddocr-common").program
+
+
+def ort_session(onnx_path: str):  # type: ignore[no-untyped-def]
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = so.inter_op_num_threads = 1
     so.log_severity_level = 3
-    s = ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
-    feed = {s.get_inputs()[0].name: np.random.default_rng(0).standard_normal(
-        (1, 1, 64, 160)).astype(np.float32)}
-    for _ in range(3):
-        s.run(None, feed)
-    t0 = time.perf_counter()
-    for _ in range(repeat):
-        s.run(None, feed)
-    return (time.perf_counter() - t0) / repeat
+    return ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
+
+
+def blas_info() -> str:
+    """The BLAS that numba's np.dot calls (scipy's), its kernel and threads (threadpoolctl)."""
+    try:
+        from threadpoolctl import threadpool_info, threadpool_limits
+    except ImportError:
+        return ("threadpoolctl not installed; OPENBLAS_NUM_THREADS="
+                + os.environ["OPENBLAS_NUM_THREADS"])
+    threadpool_limits(1)
+    libs = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+    return "; ".join(f"{Path(i['filepath']).name} {i.get('version')} kernel "
+                     f"{i.get('architecture')} threads {i['num_threads']}" for i in libs)
+
+
+def timed(fn) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    w, c = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - w, time.process_time() - c
+
+
+def startup(prog_path: str) -> dict[str, float]:
+    """A fresh process with a warm numba cache: interpreter + imports, VM(program) and the
+    first run (numba loads the cached machine code), the second run."""
+    code = (
+        "import time; t0 = time.perf_counter()\n"
+        "import numpy as np\n"
+        "from ocrc.runtime.program import load_program\nfrom ocrc.runtime.vm import VM\n"
+        f"t1 = time.perf_counter(); p = load_program({prog_path!r}); vm = VM(p)\n"
+        "x = {d.name: np.zeros(d.shape, np.float32) for d in p.inputs}\n"
+        "vm.run(x); t2 = time.perf_counter(); vm.run(x); t3 = time.perf_counter()\n"
+        "import json; print(json.dumps({'import_s': t1 - t0, 'first_run_s': t2 - t1, "
+        "'second_run_s': t3 - t2}))\n")
+    out: dict[str, float] = {}
+    for _ in range(2):  # the first one may still write cache entries
+        t0 = time.perf_counter()
+        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             check=True)
+        out = json.loads(res.stdout.strip().splitlines()[-1])
+        out["process_s"] = time.perf_counter() - t0
+    return out
+
+
+def sweep() -> list[list[object]]:
+    """sgemm vs the integer loop on conv/matmul shapes (microseconds, best of 20)."""
+    from numba import njit
+    from ocrc.runtime import kernels as K
+
+    @njit
+    def f32(col8, wg, out):  # type: ignore[no-untyped-def]
+        wf = np.empty(wg.shape, np.float32)
+        K._zsum(wg, 3, wf)
+        colf = col8.astype(np.float32)
+        K._dot_f32(colf, wf, out)
+
+    @njit
+    def i16(col8, wg, out):  # type: ignore[no-untyped-def]
+        K._dot_i32(col8.astype(np.int16) - 3, wg, out)
+
+    rng = np.random.default_rng(0)
+    rows: list[list[object]] = []
+    for m, n, k in [(1, 512, 512), (20, 288, 1024), (20, 256, 512), (32, 64, 256),
+                    (64, 16, 288), (160, 32, 576), (640, 32, 432), (2560, 24, 216)]:
+        x = rng.integers(-128, 128, (m, k)).astype(np.int8)
+        w = rng.integers(-128, 128, (n, k)).astype(np.int8)
+        out = np.empty((m, n), np.int32)
+        best = []
+        for fn in (f32, i16):
+            fn(x, w, out)
+            args = (x, w, out)
+            best.append(min(timed(lambda f=fn, a=args: f(*a))[1] for _ in range(20)) * 1e6)
+        rows.append([f"{m}x{n}x{k}", f"{best[0]:.1f}", f"{best[1]:.1f}",
+                     "sgemm" if K.use_blas(m, n, k) else "integer"])
+    return rows
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--target", default="npu")
-    ap.add_argument("--onnx", help="ddddocr common.onnx, to time onnxruntime side by side")
-    ap.add_argument("--repeat", type=int, default=20)
+    ap.add_argument("--repeat", type=int, default=50)
+    ap.add_argument("--synthetic", action="store_true", help="time the synthetic program")
+    ap.add_argument("--sweep", action="store_true", help="also time sgemm vs integer paths")
+    ap.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md")
     a = ap.parse_args()
+    from ocrc.frontend.zoo import fetch_model
+
+    onnx_path = str(fetch_model("ddddocr-common"))
+    load0 = os.getloadavg()
     t0 = time.perf_counter()
-    prog = build_ddddocr_like(load_target(a.target))
+    prog = (build_ddddocr_like(load_target(a.target)) if a.synthetic
+            else compiled_ddddocr(a.target))
     t_build = time.perf_counter() - t0
+    kind = "synthetic ddddocr-shaped" if a.synthetic else "ddddocr common.onnx compiled by ocrc"
+    x = np.random.default_rng(1).random(SHAPE).astype(np.float32)
+    feed_vm = {prog.inputs[0].name: x}
     vm = VM(prog)
-    x = {"x": np.random.default_rng(1).standard_normal((1, 1, 64, 160)).astype(np.float32)}
-    t0 = time.perf_counter()
-    _, stats = vm.run(x)
-    first = time.perf_counter() - t0
-    walls, loops = [], []
-    for _ in range(a.repeat):
-        t0 = time.perf_counter()
-        _, st = vm.run(x)
-        walls.append(time.perf_counter() - t0)
-        loops.append(st.wall_s)
-    warm = float(np.median(walls))
-    startup = subprocess.run(  # import + first (cache-loading) run of a tiny program
-        [sys.executable, "-c", ("import time; t = time.perf_counter(); "
-         "from ocrc.runtime.vm import run_program; from ocrc.runtime.builder import "
-         "ProgramBuilder; from ocrc.runtime.target import load_target; "
-         "run_program(ProgramBuilder(load_target('npu')).build(), {}); "
-         "print(f'{time.perf_counter() - t:.2f}')")],
-        capture_output=True, text=True, check=False).stdout.strip()
-    print(f"program: {prog.n_insns} instructions, {stats.macs / 1e9:.3f} GMAC, built in "
-          f"{t_build:.2f} s")
-    print(stats.summary())
-    print(f"VM wall: first run {first * 1e3:.1f} ms, warm median {warm * 1e3:.2f} ms "
-          f"(jitted loop {float(np.median(loops)) * 1e3:.2f} ms); fresh process with a warm "
-          f"cache: import + first run {startup} s")
-    if a.onnx:
-        t_ort = ort_time(a.onnx, a.repeat)
-        print(f"onnxruntime fp32 1 thread: {t_ort * 1e3:.2f} ms; VM / ORT = {warm / t_ort:.2f}x")
+    first = timed(lambda: vm.run(feed_vm))[0]
+    sess = ort_session(onnx_path)
+    feed_ort = {sess.get_inputs()[0].name: x}
+    for _ in range(3):
+        vm.run(feed_vm)
+        sess.run(None, feed_ort)
+    blas = blas_info()
+    vm_t, ort_t = [], []
+    for _ in range(a.repeat):  # alternate, so that both see the same load
+        vm_t.append(timed(lambda: vm.run(feed_vm)))
+        ort_t.append(timed(lambda: sess.run(None, feed_ort)))
+    _, stats = vm.run(feed_vm)
+    with tempfile.TemporaryDirectory() as d:
+        path = str(Path(d) / "prog.npu")
+        prog.save(path)
+        start = startup(path)
+    load1 = os.getloadavg()
+    vw, vc = np.array(vm_t).T * 1e3
+    ow, oc = np.array(ort_t).T * 1e3
+    rows = [
+        ["wall, median", f"{np.median(vw):.2f}", f"{np.median(ow):.2f}",
+         f"{np.median(vw) / np.median(ow):.2f}x"],
+        ["wall, min", f"{vw.min():.2f}", f"{ow.min():.2f}", f"{vw.min() / ow.min():.2f}x"],
+        ["CPU time, median", f"{np.median(vc):.2f}", f"{np.median(oc):.2f}",
+         f"{np.median(vc) / np.median(oc):.2f}x"],
+    ]
+    table = markdown_table(["per inference (ms)", "ocrc VM", "onnxruntime fp32", "VM / ORT"],
+                           rows)
+    env = ", ".join(f"{k}={os.environ[k]}" for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+                    if k in os.environ) or "OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset"
+    body = (
+        "Command: `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m benchmarks.vm_speed"
+        f"{' --synthetic' if a.synthetic else ''}` (unsetting the two only for this command: "
+        "they pin OpenBLAS to its AVX2 kernels on this machine).\n\n"
+        f"Program: {kind}, target `{a.target}`: {prog.n_insns:,} instructions, "
+        f"{stats.macs / 1e9:.3f} GMAC, {stats.dram_read / 2**20:.1f} MiB DRAM read per run "
+        f"(built in {t_build:.1f} s). Input 1x1x64x160, the same array for both. "
+        f"{a.repeat} alternating runs each after 3 warm-up runs, one thread each "
+        f"(VM BLAS: {blas}; onnxruntime intra/inter-op threads 1; {env}). "
+        f"{platform.machine()}, {os.cpu_count()} cores shared with other jobs: load average "
+        f"{load0[0]:.1f} before, {load1[0]:.1f} after; the CPU-time row is the least "
+        "load-sensitive.\n\n" + table + "\n"
+        f"First run in this process (numba cache load + run): {first * 1e3:.0f} ms. Fresh "
+        f"process with a warm numba cache: imports {start['import_s']:.2f} s, VM(program) + "
+        f"first run {start['first_run_s']:.2f} s, second run "
+        f"{start['second_run_s'] * 1e3:.1f} ms; whole process {start['process_s']:.2f} s.\n\n"
+        f"Simulated NPU: {stats.summary()}\n")
+    if a.sweep:
+        body += ("\nMAC paths, CPU microseconds per product (best of 20; integer = int16 "
+                 "(x - zx) loop, sgemm = float32 copies + chunked sgemm):\n\n"
+                 + markdown_table(["M x N x K", "sgemm", "integer", "kernels.py picks"],
+                                  sweep()))
+    print(body)
+    if not a.no_write:
+        write_section("VM speed", body)
     return 0
 
 
