@@ -1,0 +1,200 @@
+"""ocrc on one model and one compression variant: the float graph per input shape (the IR is
+static, so each distinct input width is its own graph), calibration into one table shared by
+every shape (keyed by value names), the int8 graph, and the NPU program per (shape, preset),
+cached on disk under a key of everything it depends on. Runs the float reference interpreter,
+the golden int8 interpreter and the VM.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import ocrc.compiler
+import onnx
+from ocrc.compiler.backend.codegen import compile_program
+from ocrc.compiler.backend.host import run_program
+from ocrc.compiler.ir.graph import Graph
+from ocrc.compiler.ir.interp import run
+from ocrc.compiler.ir.ops.counts import node_macs
+from ocrc.compiler.passes import PassContext, parse_pipeline, run_passes
+from ocrc.compiler.pipeline import optimize
+from ocrc.compiler.quant import CalibTable, calibrate, prepare
+from ocrc.frontend import import_onnx
+from ocrc.frontend.zoo import cache_dir
+from ocrc.runtime.program import Program, load_program
+from ocrc.runtime.stats import Stats
+from ocrc.runtime.target import load_target
+from ocrc.runtime.vm import VM
+
+log = logging.getLogger(__name__)
+Shape = tuple[int, ...]
+SOURCE_SUFFIXES = (".py", ".toml", ".lark")
+
+
+@functools.cache
+def source_digest() -> str:
+    """sha256 of ocrc's own sources (compiler, runtime, frontend): a compiled program is only
+    reused by the same compiler."""
+    root = Path(ocrc.compiler.__file__).resolve().parent.parent
+    h = hashlib.sha256()
+    for pkg in ("compiler", "runtime", "frontend"):
+        for p in sorted((root / pkg).rglob("*")):
+            if p.suffix in SOURCE_SUFFIXES and "__pycache__" not in p.parts:
+                h.update(p.relative_to(root).as_posix().encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()
+
+
+@functools.cache
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def arrays_digest(arrays: Sequence[np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(str(a.shape).encode() + np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def graph_macs(g: Graph) -> int:
+    """Multiply-accumulates of the matrix products of `g` (dense math, zeros included)."""
+    return sum(node_macs(n) for n in g.nodes)
+
+
+class OcrcModel:
+    """One ONNX model through ocrc with compression `passes` (pipeline text after the float
+    pipeline, "" for none). Call `calibrate` before anything int8."""
+
+    def __init__(self, path: Path, passes: str = "", method: str = "minmax",
+                 name: str = "model") -> None:
+        self.path, self.passes, self.method, self.name = path, passes, method, name
+        self.proto = onnx.load(str(path))
+        inits = {t.name for t in self.proto.graph.initializer}
+        self.input = next(i.name for i in self.proto.graph.input if i.name not in inits)
+        self._float: dict[Shape, Graph] = {}
+        self._quant: dict[Shape, Graph] = {}
+        self._programs: dict[tuple[Shape, str], Program] = {}
+        self._vms: dict[tuple[Shape, str], VM] = {}
+        self.table: CalibTable | None = None
+        self.calib_digest = ""
+        self.compile_seconds = 0.0
+        self.cache_hits = 0
+
+    # --- graphs ---------------------------------------------------------------------------
+    def float_graph(self, shape: Shape) -> Graph:
+        """The optimised (and compressed) float graph for one input shape."""
+        if shape not in self._float:
+            g = optimize(import_onnx(self.proto, {self.input: list(shape)}))
+            if self.passes:
+                g = run_passes(g, parse_pipeline(self.passes), PassContext(verify_each=False))
+            self._float[shape] = g
+        return self._float[shape]
+
+    def output_name(self, shape: Shape) -> str:
+        return self.float_graph(shape).outputs[0].name
+
+    def calibrate(self, inputs: Sequence[np.ndarray]) -> None:
+        """One calibration table over every input shape of `inputs`."""
+        if not inputs:
+            raise ValueError(f"{self.name}: empty calibration set")
+        table = CalibTable()
+        by_shape: dict[Shape, list[dict[str, np.ndarray]]] = collections.defaultdict(list)
+        for x in inputs:
+            by_shape[x.shape].append({self.input: x})
+        for shape in sorted(by_shape):
+            calibrate(prepare(self.float_graph(shape)), by_shape[shape], table, progress=False)
+        self.table = table
+        self.calib_digest = arrays_digest(inputs)
+        self._quant.clear()
+
+    def quant_graph(self, shape: Shape) -> Graph:
+        """The int8 graph (the golden model) for one input shape."""
+        if self.table is None:
+            raise RuntimeError(f"{self.name}: calibrate() before quantising")
+        if shape not in self._quant:
+            ctx = PassContext(options={"calibration": self.table, "progress": False},
+                              verify_each=False)
+            self._quant[shape] = run_passes(
+                self.float_graph(shape), parse_pipeline(f"quantize{{method={self.method}}}"),
+                ctx)
+        return self._quant[shape]
+
+    # --- programs -------------------------------------------------------------------------
+    def cache_key(self, shape: Shape, preset: str) -> str:
+        target = load_target(preset)
+        text = json.dumps({"model": file_digest(self.path), "shape": list(shape),
+                           "passes": self.passes, "method": self.method,
+                           "calib": self.calib_digest, "target": target.hash,
+                           "ocrc": source_digest()}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+    def program_path(self, shape: Shape, preset: str) -> Path:
+        """Where the program of one shape and preset is cached."""
+        return (cache_dir() / "programs" / f"{self.name}-{'x'.join(map(str, shape))}-{preset}-"
+                f"{self.cache_key(shape, preset)}.npu")
+
+    def program(self, shape: Shape, preset: str) -> Program:
+        """The NPU program for one shape and preset, from the ocrc cache when compiled before
+        by the same sources with the same model, options and calibration."""
+        key = (shape, preset)
+        if key in self._programs:
+            return self._programs[key]
+        path = self.program_path(shape, preset)
+        if path.is_file():
+            prog = load_program(path)
+            self.cache_hits += 1
+        else:
+            t0 = time.perf_counter()
+            prog = compile_program(self.quant_graph(shape), load_target(preset), self.name).program
+            self.compile_seconds += time.perf_counter() - t0
+            path.parent.mkdir(parents=True, exist_ok=True)
+            prog.save(path)
+        self._programs[key] = prog
+        return prog
+
+    def program_bytes(self, shape: Shape, preset: str) -> int:
+        return len(self.program(shape, preset).to_bytes())
+
+    def vm(self, shape: Shape, preset: str) -> VM:
+        key = (shape, preset)
+        if key not in self._vms:
+            self._vms[key] = VM(self.program(shape, preset))
+        return self._vms[key]
+
+    # --- running --------------------------------------------------------------------------
+    def run_float(self, x: np.ndarray) -> np.ndarray:
+        """The reference interpreter on the float graph: the first output."""
+        g = self.float_graph(x.shape)
+        return run(g, {self.input: x})[g.outputs[0].name]
+
+    def run_golden(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """The golden int8 interpreter: every output by name."""
+        return run(self.quant_graph(x.shape), {self.input: x})
+
+    def run_vm(self, x: np.ndarray, preset: str) -> tuple[dict[str, np.ndarray], Stats, float]:
+        """The VM (then the host tail): outputs, the VM's stats, and the wall time of the whole
+        call (quantise inputs, execute, collect stats, dequantise, host tail)."""
+        vm = self.vm(x.shape, preset)
+        t0 = time.perf_counter()
+        outs, stats = run_program(vm.program, {self.input: x}, vm=vm)
+        return outs, stats, time.perf_counter() - t0
+
+    def resolve_auto(self, auto: str, shape: Shape, inputs: Sequence[np.ndarray]) -> str:
+        """Run a compress-auto pass text on the float graph of `shape` with the calibration
+        inputs of that shape; the explicit per-layer pipeline it chose."""
+        data = [{self.input: x} for x in inputs if x.shape == shape]
+        ctx = PassContext(options={"calibration": data}, verify_each=False)
+        run_passes(self.float_graph(shape), parse_pipeline(auto), ctx)
+        return str(ctx.options["reports"]["compress-auto"]["pipeline"])

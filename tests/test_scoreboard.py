@@ -1,0 +1,97 @@
+"""The scoreboard's core (benchmarks/scoreboard) on a tiny configuration: the untrained demo
+CRNN, three rendered images, one preset, one compression variant; then its tables, plots and
+the RESULTS.md header writer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+import pytest
+from ocrc.frontend.bundled import BundledModel
+from ocrc.frontend.demo import build_demo_crnn
+
+from benchmarks.ocr.datasets import generate
+from benchmarks.ocr.report import write_section
+from benchmarks.scoreboard.evaluate import OCRC_FLOAT, OCRC_INT8, ORT_FP32, ORT_INT8
+from benchmarks.scoreboard.models import Compression, Config, Limits, ModelSpec, crnn_task
+from benchmarks.scoreboard.plots import make_plots
+from benchmarks.scoreboard.runner import run_all
+from benchmarks.scoreboard.tables import (
+    HEADER_END,
+    HEADER_START,
+    SECTION,
+    section_body,
+    write_header,
+)
+
+PRUNE = "int8 + 50% unstructured (LSTM + dense)"
+
+
+@pytest.fixture()
+def tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[ModelSpec, Config, dict]:
+    monkeypatch.setenv("OCRC_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "demo.onnx"
+    onnx.save(build_demo_crnn(), str(path))
+    meta = {"charset": "0123456789abcdefghijklmnopqrstuvwxyz", "input_height": 32,
+            "width_multiple": 4, "input": {"name": "image"}}
+    model = BundledModel(path, meta)
+    spec = ModelSpec("crnn-tiny", "untrained demo CRNN", "crnn", lambda: path,
+                     lambda: crnn_task(model, "crnn-tiny"), (("tiny", "tiny-calib"),), 64,
+                     (Compression(PRUNE, "prune{sparsity=0.5,ops=dense+lstm}"),))
+    cfg = Config("test", ("crnn-tiny",), presets=("npu",),
+                 limits={"crnn": Limits(images=3, vm_images=3, float_images=2,
+                                        golden_images=3, calib_images=2)},
+                 latency_runs=2, vm_runs=1)
+    data = {"tiny": generate("clean", 3, 5), "tiny-calib": generate("clean", 2, 6)}
+    return spec, cfg, data
+
+
+def test_scoreboard_core(tiny: tuple[ModelSpec, Config, dict], tmp_path: Path) -> None:
+    spec, cfg, data = tiny
+    (res,) = run_all(cfg, [spec], jobs=1, load=lambda name: data[name])
+    assert res.notes == []
+    variants = [a.variant for a in res.accuracy]
+    assert variants == [ORT_FP32, ORT_INT8, OCRC_FLOAT, OCRC_INT8, PRUNE]
+    for a in res.accuracy:
+        assert a.n == (2 if a.variant == OCRC_FLOAT else 3)
+        assert 0.0 <= a.accuracy <= 1.0 and 0.0 <= a.agreement <= 1.0
+    fp32 = res.accuracy[0]
+    assert fp32.agreement == 1.0
+    for a in res.accuracy[3:]:
+        assert a.golden == "3/3"  # the VM is bit-exact with the golden interpreter
+        assert a.nbytes > 0 and a.compact_bytes and a.npu_ms and a.npu_ms > 0
+    # Pruning half of the LSTM and dense weights shrinks the compact storage.
+    assert res.accuracy[4].compact_bytes < res.accuracy[3].compact_bytes
+    assert [(p.variant, p.preset) for p in res.perf] == [(OCRC_INT8, "npu"), (PRUNE, "npu")]
+    for p in res.perf:
+        assert p.cycles > 0 and 0 < p.utilisation <= 1 and p.vm_wall_ms > 0
+        assert Path(p.program).is_file()
+    assert [c.variant for c in res.cpu] == [ORT_FP32, ORT_INT8]
+    assert res.layers and sum(s.macs for s in res.layers) == res.perf[0].macs
+
+    body = section_body([res], cfg, "python benchmarks/run.py", 1.0, "3 images")
+    for heading in ("### Accuracy and size", "### NPU, per preset", "### CPU latency",
+                    "### The compression study, compiled"):
+        assert heading in body
+    assert f"| {spec.label} | tiny | {OCRC_INT8} | 3 |" in body
+    plots = make_plots([res], cfg, tmp_path / "plots")
+    assert set(plots) == {"accuracy", "latency", "layers", "roofline"}
+    assert all(p.stat().st_size > 0 for p in plots.values())
+
+
+def test_header_and_section(tmp_path: Path) -> None:
+    md = tmp_path / "RESULTS.md"
+    md.write_text("# results\n\nintro\n\n## Baselines\n\nold numbers\n")
+    write_header("first run", md)
+    write_section(SECTION, "table 1", md)
+    write_header("second run", md)
+    write_section(SECTION, "table 2", md)
+    text = md.read_text()
+    assert text.count(HEADER_START) == 1 and text.count(HEADER_END) == 1
+    assert "second run" in text and "first run" not in text
+    assert text.count(f"## {SECTION}\n") == 1 and "table 2" in text and "table 1" not in text
+    # The header and the scoreboard come first; the other sections are kept as they were.
+    assert text.index("intro") < text.index(HEADER_START) < text.index(f"## {SECTION}") \
+        < text.index("## Baselines")
+    assert text.endswith("## Baselines\n\nold numbers\n")
