@@ -132,13 +132,13 @@ class LowRank(Pass):
         explicit = parse_layer_values(self.layers, "lowrank: layers", int)
         check_layers(explicit, sites, "lowrank: layers")
         consts = const_arrays(g)
-        grams: dict[str, np.ndarray] = {}
-        if self.whiten:
-            grams = site_grams(g, [s for s in sites if s.kind != "lstm.r"], ctx.options,
-                               "lowrank{whiten=true}")
-        mult = mac_multiple(ctx, self.multiple)
         if not (self.energy or self.ratio or self.rank or self.budget):
             sites = [s for s in sites if s.layer in explicit]  # only the named layers
+        grams: dict[str, np.ndarray] = {}
+        if self.whiten:
+            grams = site_grams(g, [s for s in sites if s.kind != "lstm.r" and group_of(s) == 1],
+                               ctx.options, "lowrank{whiten=true}")
+        mult = mac_multiple(ctx, self.multiple)
         spectra: dict[Site, list[np.ndarray]] = {}
         decomps: dict[Site, list[svd.Decomposition]] = {}
         for s in sites:
