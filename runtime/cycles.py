@@ -19,6 +19,7 @@ from ocrc.runtime.target import (
     P_LANES,
     P_OVERLAP,
     P_ROWS,
+    P_ZERO_BLOCK,
 )
 
 DF_OS, DF_WS, DF_IS = 0, 1, 2  # index in target.DATAFLOWS
@@ -73,6 +74,37 @@ def gemm_cycles(m, n, k, rows, cols, dataflow, overlap):  # type: ignore[no-unty
     """Dense M x N x K product on an R x C array (see gemm_cycles_kf)."""
     kf = np.full(cdiv(n, cols), k, np.int64)
     return gemm_cycles_kf(m, n, kf, rows, cols, dataflow, overlap)
+
+
+@register_jitable
+def sparse_kfold(w, p, two_four):  # type: ignore[no-untyped-def]
+    """Effective K per column fold of weights w[n, k] for gemm_cycles_kf, and a status: with
+    two_four, ceil(K/2) everywhere (status -1 if some 4 consecutive weights along K of a row,
+    from 0, hold more than 2 nonzeros); else K less the all-zero K-blocks of
+    p[P_ZERO_BLOCK] rows (from 0) of the fold's columns. The VM's MAC kernels and the
+    compiler's cost model (compiler/backend/weights.py) both call this."""
+    n, k = w.shape
+    cols = p[P_COLS]
+    nf = cdiv(n, cols)
+    kf = np.full(nf, k, np.int64)
+    if two_four:
+        for c in range(n):
+            for k0 in range(0, k, 4):
+                nz = 0
+                for kk in range(k0, min(k0 + 4, k)):
+                    nz += w[c, kk] != 0
+                if nz > 2:
+                    return kf, -1
+        kf[:] = cdiv(k, 2)
+        return kf, 0
+    blk = p[P_ZERO_BLOCK]
+    for j in range(nf):
+        c1 = min((j + 1) * cols, n)
+        for k0 in range(0, k, blk):
+            k1 = min(k0 + blk, k)
+            if not np.any(w[j * cols:c1, k0:k1]):
+                kf[j] -= k1 - k0
+    return kf, 0
 
 
 @register_jitable

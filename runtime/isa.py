@@ -66,10 +66,16 @@ class DType(IntEnum):  # element types of SRAM operands; the value is log2(size 
     I32 = 2
 
 
-class Comp(IntEnum):  # LOADW stream formats; CSR is reserved (rejected by the verifier)
+class Comp(IntEnum):  # LOADW stream formats (layouts: runtime/weightcodec.py)
     DENSE = 0
     BITMASK = 1
-    CSR = 2
+    CSR = 2  # run-length: 4-bit zero gaps + values
+
+
+class Book(IntEnum):  # LOADW value coding: raw int8, or indices into a codebook in the stream
+    NONE = 0
+    K16 = 1  # 16 int8 entries, 4-bit indices
+    K256 = 2  # 256 int8 entries, 8-bit indices
 
 
 class PoolMode(IntEnum):
@@ -84,7 +90,7 @@ class Sparse(IntEnum):  # how the MAC array treats one instruction's weights (cy
     TWO_FOUR = 2  # weights are 2:4 sparse along K: double rate (the VM checks it)
 
 
-ENUMS = (Queue, Unit, DType, Comp, PoolMode, Sparse)
+ENUMS = (Queue, Unit, DType, Comp, Book, PoolMode, Sparse)
 
 
 @dataclass(frozen=True)
@@ -178,16 +184,21 @@ FORMATS: dict[Opcode, Format] = {f.opcode: f for f in [
         Field("clen", 32, "stream length in bytes (what the DMA moves)"),
         _sa("sram", "destination (dense, contiguous)"),
         Field("count", 24, "decompressed bytes"),
-        Field("fmt", 2, "stream format", enum=Comp)),
-        "DMA of a weight stream DRAM -> SRAM with decompression.",
+        Field("fmt", 2, "stream format", enum=Comp),
+        Field("cb", 2, "value coding: raw int8 or codebook indices", enum=Book)),
+        "DMA of a weight stream DRAM -> SRAM with decompression (runtime/weightcodec.py).",
         """
-dense:   clen == count; SRAM[sram + i] = DRAM[dram + i]            for i < count
-bitmask: mb = ceil(count / 8); bit i of the mask is DRAM[dram + i//8] >> (i%8) & 1
-         values = DRAM[dram + mb : dram + clen] in order
-         SRAM[sram + i] = mask_i ? next(values) : 0                for i < count
-         error if popcount(mask) > clen - mb (checked by the VM)
-csr:     reserved (rejected by the verifier)
-""", "dram_latency + ceil(clen / dram_bytes_per_cycle)   (compressed bytes)"),
+S = DRAM[dram : dram + clen]; the decoder never reads past S nor writes past count bytes
+values(n): cb == none: n int8 bytes;  cb == k16 / k256: book = k int8 entries, then n
+           indices (k16: two per byte, low nibble first; k256: one byte each); value = book[idx]
+dense:   SRAM[sram + i] = values(count)[i]                          for i < count
+bitmask: mb = ceil(count / 8); mask bit i = S[i//8] >> (i%8) & 1 (bits >= count ignored)
+         SRAM[sram + i] = mask_i ? next(values(popcount)) : 0       for i < count
+csr:     n = u32(S[0:4]); gap j = nibble j of S[4 : 4 + ceil(n/2)] (low nibble first)
+         pos = -1; for j < n: pos += gap_j + 1; SRAM[sram + pos] = values(n)[j]; other bytes 0
+error (status bad_stream) unless the format accounts for exactly clen bytes and pos < count
+""", "dram_latency + ceil(clen / dram_bytes_per_cycle)   (compressed bytes; the decoder "
+        "keeps up with the DMA)"),
     Format(Opcode.STORE, Queue.STORE, Unit.DMA, _DMA_FIELDS,
            f"DMA SRAM -> DRAM, {_STRIDED3}.",
            _DMA_SEM.format(dst="DRAM", d="dram", src="SRAM", s="sram"), _DMA_CYC),

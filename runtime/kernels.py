@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 from ocrc.runtime import isa
-from ocrc.runtime.cycles import cdiv, conv_out, gemm_cycles_kf
+from ocrc.runtime.cycles import cdiv, conv_out, gemm_cycles_kf, sparse_kfold
 from ocrc.runtime.isa import DType, Sparse
 from ocrc.runtime.qmath import requantize
 from ocrc.runtime.target import (
@@ -37,7 +37,8 @@ ST_OK, ST_BAD_STREAM, ST_NOT_2_4, ST_NO_TOKEN = 0, 1, 2, 3
 # non-negative index: arithmetic mixing uint64 and int64 gives float64 in numba.
 U = np.uint64
 STATUS_TEXT = {
-    ST_BAD_STREAM: "the bitmask weight stream has more nonzeros than its length allows",
+    ST_BAD_STREAM: "corrupt weight stream: its format does not account for exactly clen bytes, "
+                   "or a csr entry lands past count",
     ST_NOT_2_4: "sparse=two_four but the weights are not 2:4 sparse along K",
     ST_NO_TOKEN: "pops a dependency token that no earlier instruction pushed",
 }
@@ -46,7 +47,7 @@ STATUS_TEXT = {
 # The runtime's files whose code or constants jitted code compiles in (register_jitable
 # helpers, C_* columns, P_* parameters, callees in other files).
 _JIT_SOURCES = ("isa.py", "target.py", "qmath.py", "cycles.py", "kernels.py", "kernels_vec.py",
-                "vm.py")
+                "kernels_weights.py", "vm.py")
 
 
 def drop_stale_cache(namespace: dict[str, Any]) -> None:
@@ -105,27 +106,6 @@ def dma(src, dst, f, to_sram):  # type: ignore[no-untyped-def]
             s = sbase + i2 * s2 + i1 * s1
             d = dbase + i2 * d2 + i1 * d1
             copy_bytes(dst, d, src, s, n0)
-
-
-@njit(cache=True)
-def loadw(dram, sram, f):  # type: ignore[no-untyped-def]
-    """LOADW: dense or bitmask weight stream -> dense SRAM bytes. Returns a status."""
-    base, clen, dst, count = f[isa.C_DRAM], f[isa.C_CLEN], f[isa.C_SRAM], f[isa.C_COUNT]
-    if f[isa.C_FMT] == 0:
-        copy_bytes(sram, dst, dram, base, count)
-        return ST_OK
-    mb = cdiv(count, 8)
-    vp = base + mb
-    vend = base + clen
-    for i in range(count):
-        if (dram[U(base + (i >> 3))] >> (i & 7)) & 1:
-            if vp >= vend:
-                return ST_BAD_STREAM
-            sram[U(dst + i)] = dram[U(vp)]
-            vp += 1
-        else:
-            sram[U(dst + i)] = 0
-    return ST_OK
 
 
 # ---------------------------------------------------------------- MAC array
@@ -307,34 +287,6 @@ def _write_out_inorder(sram, f, dot, corr, q, nq, c0, dst, row_stride, out_i32, 
 
 
 @njit(cache=True)
-def _kfold(w, p, two_four):  # type: ignore[no-untyped-def]
-    """Effective K per column fold of weights w[n, k] (zero K-blocks skipped / 2:4), or -1 if
-    two_four is claimed but violated."""
-    n, k = w.shape
-    cols = p[P_COLS]
-    nf = cdiv(n, cols)
-    kf = np.full(nf, k, np.int64)
-    if two_four:
-        for c in range(n):
-            for k0 in range(0, k, 4):
-                nz = 0
-                for kk in range(k0, min(k0 + 4, k)):
-                    nz += w[c, kk] != 0
-                if nz > 2:
-                    return kf, -1
-        kf[:] = cdiv(k, 2)
-        return kf, 0
-    blk = p[P_ZERO_BLOCK]
-    for j in range(nf):
-        c1 = min((j + 1) * cols, n)
-        for k0 in range(0, k, blk):
-            k1 = min(k0 + blk, k)
-            if not np.any(w[j * cols:c1, k0:k1]):
-                kf[j] -= k1 - k0
-    return kf, 0
-
-
-@njit(cache=True)
 def _mac_cycles(w, f, p, m):  # type: ignore[no-untyped-def]
     """Cycles of one group's GEMM with weights w[n, k] (status -1 if 2:4 is violated)."""
     sp = f[isa.C_SPARSE]
@@ -343,7 +295,7 @@ def _mac_cycles(w, f, p, m):  # type: ignore[no-untyped-def]
         kf = np.full(cdiv(n, p[P_COLS]), k, np.int64)
         st = 0
     else:
-        kf, st = _kfold(w, p, sp == Sparse.TWO_FOUR)
+        kf, st = sparse_kfold(w, p, sp == Sparse.TWO_FOUR)
     cyc = gemm_cycles_kf(m, n, kf, p[P_ROWS], p[P_COLS], p[P_DATAFLOW], p[P_OVERLAP])
     if f[isa.C_IN_DT] != DType.I8:
         cyc *= p[P_INT16_SLOWDOWN]

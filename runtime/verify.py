@@ -15,7 +15,8 @@ import numpy as np
 from ocrc.runtime import isa
 from ocrc.runtime.cycles import conv_out
 from ocrc.runtime.errors import ISAEncodeError, ProgramError
-from ocrc.runtime.isa import COL, FORMATS, Comp, DType, Opcode, PoolMode, Queue, Sparse
+from ocrc.runtime.isa import COL, FORMATS, Book, Comp, DType, Opcode, PoolMode, Queue, Sparse
+from ocrc.runtime.kernels_weights import stream_bounds
 from ocrc.runtime.program import Program
 from ocrc.runtime.target import Target
 
@@ -127,14 +128,15 @@ def _check_dma(c: _Insn, op: Opcode) -> None:
 
 
 def _check_loadw(c: _Insn) -> None:
+    """Static bounds of the stream length; its exact length depends on the stream's contents
+    (popcount, csr entries), which the decoder checks (kernels_weights.loadw)."""
     c.ge("count")
-    mb = -(-c["count"] // 8)
-    if c["fmt"] == Comp.DENSE and c["clen"] != c["count"]:
-        c.fail("clen", f"a dense stream has clen == count ({c['count']})")
-    elif c["fmt"] == Comp.BITMASK and not mb <= c["clen"] <= mb + c["count"]:
-        c.fail("clen", f"a bitmask stream has {mb} mask bytes + at most count values")
-    elif c["fmt"] not in (Comp.DENSE, Comp.BITMASK):
-        c.fail("fmt", "only dense and bitmask streams are implemented (csr is reserved)")
+    c.one_of("fmt", tuple(Comp))
+    c.one_of("cb", tuple(Book))
+    lo, hi = stream_bounds(c["fmt"], c["cb"], c["count"])
+    if not lo <= c["clen"] <= hi:
+        what = f"{Comp(c['fmt']).name.lower()}/{Book(c['cb']).name.lower()}"
+        c.fail("clen", f"a {what} stream of count={c['count']} has {lo} <= clen <= {hi}")
     c.span("dram", c["clen"], "dram")
     c.span("sram", c["count"])
 

@@ -24,10 +24,10 @@ from ocrc.runtime.kernels import (
     conv,
     dma,
     drop_stale_cache,
-    loadw,
     matmul,
 )
 from ocrc.runtime.kernels_vec import vector
+from ocrc.runtime.kernels_weights import loadw
 from ocrc.runtime.program import DTYPES, Program, TensorDesc
 from ocrc.runtime.qmath import dequantize_ref, quantize_ref
 from ocrc.runtime.stats import Stats, collect_stats

@@ -18,6 +18,7 @@ import numpy as np
 from ocrc.compiler.backend.cost import Machine, TileCost, pipeline_cycles
 from ocrc.compiler.backend.memory import MemoryPlan, align
 from ocrc.compiler.backend.schedule import DRAM, SRAM, Insn
+from ocrc.compiler.backend.weights import MacWeights, Stream, WeightPlanner
 from ocrc.compiler.ir.graph import Graph, Value
 from ocrc.runtime.isa import FORMATS, DType, Opcode, Unit
 from ocrc.runtime.target import Target
@@ -54,6 +55,7 @@ class Ctx:
         self.graph = graph
         self.plan = plan
         self.machine = Machine.of(target)
+        self.weights = WeightPlanner(target)
         self.insns: list[Insn] = []
         self._const_fn = const  # (name, bytes) -> DRAM address
         self._consts: dict[str, int] = {}
@@ -132,9 +134,15 @@ class KernelEmitter:
             return pipeline_cycles(self.tiles)
         return sum(t.load + t.compute + t.store for t in self.tiles)  # single-buffered: serial
 
-    def ins(self, op: Opcode, **f: int) -> None:
+    def ins(self, op: Opcode, mac: MacWeights | None = None, **f: int) -> None:
+        """Append an instruction and charge its cycles to the current tile; a CONV/MATMUL
+        passes its weights' sparsity plan (its `sparse` field is set from it)."""
         unit = FORMATS[op].unit
-        c = self.ctx.cost(op, f)
+        if mac is not None:
+            f["sparse"] = int(mac.hint)
+            c = self.ctx.weights.mac_cycles(op, mac, f)
+        else:
+            c = self.ctx.cost(op, f)
         t = self.tiles[-1]
         if unit is Unit.MAC:
             t.mac += c
@@ -230,6 +238,22 @@ class KernelEmitter:
         else:
             self.dma(Opcode.STORE, v.at(p0, c0), src, cb * v.item, rows, v.c * v.item,
                      cb * v.item)
+
+    def weight_streams(self, name: str, blocks: list[tuple[Any, np.ndarray]]
+                       ) -> tuple[int, list[tuple[int, Stream]]]:
+        """Store weight blocks (key, int8 array), in load order, as one const of back-to-back
+        streams, each in its smallest format; returns the DRAM address and (offset, stream)
+        per block. A key names a block across tilings (its const value and bounds)."""
+        streams = [self.ctx.weights.stream(k, b) for k, b in blocks]
+        offs = np.concatenate([[0], np.cumsum([s.clen for s in streams])]).astype(int).tolist()
+        blob = b"" if self.dry else b"".join(s.encode(b) for s, (_, b) in zip(streams, blocks))
+        return self.const(name, blob), list(zip(offs, streams))
+
+    def loadw(self, addr: int, stream: tuple[int, Stream], sram: int) -> None:
+        """LOADW of one block stored by weight_streams."""
+        off, s = stream
+        self.ins(Opcode.LOADW, dram=addr + off, clen=s.clen, sram=sram, count=s.count,
+                 fmt=int(s.fmt), cb=int(s.cb))
 
     def load_const(self, name: str, data: np.ndarray) -> int:
         """A constant (table, qp block) loaded once into the workspace."""

@@ -12,6 +12,7 @@ import numpy as np
 from ocrc.compiler.backend import layout as L
 from ocrc.compiler.backend.emit import KernelEmitter, View
 from ocrc.compiler.backend.schedule import SRAM
+from ocrc.compiler.backend.weights import MacWeights
 from ocrc.compiler.errors import UnsupportedOpError
 from ocrc.compiler.ir.graph import Node, Value
 from ocrc.runtime.isa import DType, Opcode, PoolMode
@@ -142,7 +143,8 @@ class ConvEmitter(TailMixin):
         self.overlap = nbuf == 2
         xbufs = [self.alloc(hmax * w * cin_b) for _ in range(nbuf)] \
             if self.needs_buf(xv, 2, cin_b) else [None]
-        load = self._weights(n, blocks, is_conv)
+        gi_of = (lambda c0, c1: (c1 - c0) // ng) if split_in else (lambda c0, c1: g)
+        load = self._weights(n, blocks, is_conv, gi_of, rb * wo)
         in_place = self.in_place(ov, cb)
         obufs = [None] if in_place else [self.alloc(rb * wo * cb) for _ in range(nbuf)]
         self.prepare_tail(self.kernel.nodes[1:], ov, rb * wo, cb)
@@ -153,7 +155,7 @@ class ConvEmitter(TailMixin):
         for j, i in order:
             self.tile()
             if j != loaded:
-                wb, qb = load(j)
+                wb, qb, mac = load(j)
                 loaded = j
             oy0, oy1, iy0, iy1, tpt, tpb = geo[i]
             c0, c1 = blocks[j]
@@ -168,9 +170,9 @@ class ConvEmitter(TailMixin):
                      sh=1 if oy1 - oy0 == 1 else sh, sw=sw, pt=tpt,
                      pb=tpb, pl=pl, pr=pr, lo=a["lo"], hi=a["hi"])
             if is_conv:
-                self.ins(Opcode.CONV, wgt=wb, qp=qb, cin=ic1 - ic0, cout=c1 - c0, dh=dh,
-                         dw=dw, groups=(c1 - c0) // ng if split_in else g, zx=a["x_zp"],
-                         zy=a["y_zp"], out=DType.I8, **f)
+                self.ins(Opcode.CONV, mac, wgt=wb, qp=qb, cin=ic1 - ic0, cout=c1 - c0, dh=dh,
+                         dw=dw, groups=gi_of(c0, c1), zx=a["x_zp"], zy=a["y_zp"], out=DType.I8,
+                         **f)
             else:
                 mode = {"max": PoolMode.MAX, "avg": PoolMode.AVG,
                         "avg_pad": PoolMode.AVG_PAD}[a["mode"]]
@@ -181,33 +183,38 @@ class ConvEmitter(TailMixin):
             self.put(ov, oy0 * wo, oy1 * wo, c0, c1, dst)
             t += 1
 
-    def _weights(self, n: Node, blocks: list[tuple[int, int]], is_conv: bool) -> Any:
-        """A function block -> (SRAM weights, SRAM qp) that loads the block (ping-pong)."""
+    def _weights(self, n: Node, blocks: list[tuple[int, int]], is_conv: bool, gi_of: Any,
+                 m: int) -> Any:
+        """A function block -> (SRAM weights, SRAM qp, sparsity plan) that loads the block
+        (ping-pong); each block is its own stream in its smallest format."""
         if not is_conv:
             qp = 0
             if n.inputs[1] is not None:
                 qp = self.load_const(f"{n.output.name}.qp", self.ctx.array(n.inputs[1]))
-            return lambda j: (0, qp)
-        w = self.ctx.array(n.inputs[1])
+            return lambda j: (0, qp, None)
+        wv = n.inputs[1]
+        w = self.ctx.array(wv).astype(np.int8)
         qp_all = self.ctx.array(n.inputs[2])
         kk = int(np.prod(w.shape[1:]))
         cb = blocks[0][1] - blocks[0][0]
         qblob = np.concatenate([qp_all[:, c0:c1].ravel() for c0, c1 in blocks]).astype(np.int32)
-        wd = self.const(f"{n.output.name}.w", w.astype(np.int8))
+        wd, streams = self.weight_streams(f"{n.output.name}.w",
+                                          [((wv, c0, c1), w[c0:c1]) for c0, c1 in blocks])
         qd = self.const(f"{n.output.name}.qp", qblob)
         nb = 1 if len(blocks) == 1 else 2
         wbufs = [self.alloc(cb * kk) for _ in range(nb)]
         qbufs = [self.alloc(12 * cb) for _ in range(nb)]
         count = [0]
 
-        def load(j: int) -> tuple[int, int]:
+        def load(j: int) -> tuple[int, int, MacWeights]:
             c0, c1 = blocks[j]
             k = count[0] % nb
             count[0] += 1
-            self.ins(Opcode.LOADW, dram=wd + c0 * kk, clen=(c1 - c0) * kk, sram=wbufs[k],
-                     count=(c1 - c0) * kk, fmt=0)
+            self.loadw(wd, streams[j], wbufs[k])
             self.dma(Opcode.LOAD, qd + 12 * c0, qbufs[k], 12 * (c1 - c0))
-            return wbufs[k], qbufs[k]
+            gi = gi_of(c0, c1)
+            mac = self.ctx.weights.mac((wv, c0, c1, m), w[c0:c1].reshape(gi, -1, kk), m)
+            return wbufs[k], qbufs[k], mac
         return load
 
 
@@ -243,12 +250,10 @@ class MatmulEmitter(TailMixin):
         accbuf = self.alloc(mb * nb * 4) if split else None
         zq = self.load_const("zero_qp", np.zeros(3 * nb, np.int32)) if via_acc else None
         self.prepare_tail(tail, ov, mb, nb)
-        if split:  # weight blocks [col block][k block] laid out contiguously, in stream order
-            wblob = np.concatenate([wt[c0:c1, k0:k1].ravel() for c0, c1 in cols
-                                    for k0, k1 in ks])
-        else:
-            wblob = wt
-        wd = self.const(f"{n.output.name}.w", wblob)
+        # one stream per weight block [col block][k block], in load order
+        wv = n.inputs[1]
+        wd, streams = self.weight_streams(f"{n.output.name}.w", [
+            ((wv, c0, c1, k0, k1), wt[c0:c1, k0:k1]) for c0, c1 in cols for k0, k1 in ks])
         qblob = np.concatenate([qp[:, c0:c1].ravel() for c0, c1 in cols]).astype(np.int32)
         qd = self.const(f"{n.output.name}.qp", qblob)
         t, nw = 0, 0
@@ -266,18 +271,19 @@ class MatmulEmitter(TailMixin):
                     if i == 0 or split:
                         wb = wbufs[nw % nwb]
                         nw += 1
-                        self.ins(Opcode.LOADW, dram=wd + c0 * k + (c1 - c0) * k0,
-                                 clen=(c1 - c0) * (k1 - k0), sram=wb,
-                                 count=(c1 - c0) * (k1 - k0), fmt=0)
+                        self.loadw(wd, streams[j * len(ks) + kk], wb)
+                    mac = self.ctx.weights.mac((wv, c0, c1, k0, k1, mb),
+                                               wt[None, c0:c1, k0:k1], mb)
                     mm = dict(a=xa + k0, b=wb, m=r1 - r0, n=c1 - c0, k=k1 - k0, a_rs=k,
                               zx=a["x_zp"])
                     if split:
-                        self.ins(Opcode.MATMUL, qp=zq, dst=accbuf, d_rs=4 * (c1 - c0),
+                        self.ins(Opcode.MATMUL, mac, qp=zq, dst=accbuf, d_rs=4 * (c1 - c0),
                                  out=DType.I32, acc=int(kk > 0), **mm)
                     elif i32:
-                        self.ins(Opcode.MATMUL, qp=zq, dst=dst, d_rs=d_rs, out=DType.I32, **mm)
+                        self.ins(Opcode.MATMUL, mac, qp=zq, dst=dst, d_rs=d_rs, out=DType.I32,
+                                 **mm)
                     else:
-                        self.ins(Opcode.MATMUL, qp=qb, dst=dst, d_rs=d_rs, zy=a["y_zp"],
+                        self.ins(Opcode.MATMUL, mac, qp=qb, dst=dst, d_rs=d_rs, zy=a["y_zp"],
                                  lo=a["lo"], hi=a["hi"], out=DType.I8, **mm)
                 if via_acc:
                     src = accbuf if split else dst

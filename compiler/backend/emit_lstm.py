@@ -1,12 +1,14 @@
 """Emitter of npu.lstm, the recurrent part of the integer LSTM (docs/quantization.md §4); the
 input projections of all steps are an npu.matmul (out=i32) before it.
 
-Per step and direction: MATMUL h @ R^T -> int32 (R resident in SRAM, or streamed in column
-blocks when it does not fit), REQUANT by (h_mult, h_shift), IADD with the step's input
-projection and >> 8 to the int8 pre-activations, one LUT per gate (int16 Q0.15), IMUL/IMUL/IADD
+Per step and direction: MATMUL h @ R^T -> int32 (the first `res` rows of R resident in SRAM
+for all steps, the others streamed in blocks of `nb` rows every step, each part stored as a
+compressed stream), REQUANT by (h_mult, h_shift), IADD with the step's input projection and
+>> 8 to the int8 pre-activations, one LUT per gate (int16 Q0.15), IMUL/IMUL/IADD
 for the int16 cell, RESCALE to the tanh(c) table index, LUT, IMUL to the int8 h. h is written
 straight into its row of Y when Y lives in SRAM (the next step reads it there). Directions are
-interleaved step by step. params: r_resident (bool), nb (R rows per streamed block).
+interleaved step by step. params: res (resident rows of R per direction), nb (R rows per
+streamed block).
 """
 
 from __future__ import annotations
@@ -39,24 +41,37 @@ class LstmEmitter(KernelEmitter):
         txv = ctx.view(tx, d_n * g4)
         y, yh, yc = self.kernel.outputs
         yv = ctx.view(y, hs) if y in ctx.plan.of else None
-        resident, nb = self.params["r_resident"], self.params["nb"]
-        # constants: tables, REQUANT blocks (bias 0, h_mult, h_shift), R
+        res, nb = self.params["res"], self.params["nb"]
+        # R rows [0, res) of each direction stay in SRAM for all steps; the rest stream in
+        # blocks of nb rows every step. Each part of R is a stream in its smallest format.
+        parts = [(0, res)] if res else []
+        parts += [(c0, min(c0 + nb, g4)) for c0 in range(res, g4, nb)]
         tab = self.load_const("tables", tables)
-        blocks = [(c0, min(c0 + nb, g4)) for c0 in range(0, g4, nb)]
-        # REQUANT blocks [bias 0][h_mult][h_shift] per direction and R block, in stream order
-        rq_blob = np.concatenate([np.concatenate([np.zeros(c1 - c0, np.int32), rqp[d, 0, c0:c1],
-                                                  rqp[d, 1, c0:c1]])
-                                  for d in range(d_n) for c0, c1 in blocks]).astype(np.int32)
-        zq = self.load_const("zero_qp", np.zeros(3 * nb, np.int32))
-        rd = self.const("r", r)
-        if resident:
-            rq = self.load_const("rqp", rq_blob)
-            rbufs = [self.alloc(g4 * hs) for _ in range(d_n)]
+        # REQUANT blocks [bias 0][h_mult][h_shift] per part: the resident parts of all
+        # directions first (one LOAD), then the streamed blocks in load order
+        order = [(d, 0) for d in range(d_n) if res] + [(d, j) for d in range(d_n)
+                                                       for j in range(1 if res else 0, len(parts))]
+        rq_blob = np.concatenate([np.concatenate([
+            np.zeros(parts[j][1] - parts[j][0], np.int32), rqp[d, 0, parts[j][0]:parts[j][1]],
+            rqp[d, 1, parts[j][0]:parts[j][1]]]) for d, j in order]).astype(np.int32)
+        rq_off = dict(zip(order, np.cumsum([0] + [12 * (parts[j][1] - parts[j][0])
+                                                  for d, j in order]).tolist()))
+        zq = self.load_const("zero_qp", np.zeros(3 * max(c1 - c0 for c0, c1 in parts), np.int32))
+        rd, streams = self.weight_streams("r", [((r_v, d, c0, c1), r[d, c0:c1])
+                                                for d in range(d_n) for c0, c1 in parts])
+        rq = self.const("rqp", rq_blob)
+        macs = [self.ctx.weights.mac((r_v, d, c0, c1), r[None, d, c0:c1], 1)
+                for d in range(d_n) for c0, c1 in parts]
+        rres, qres = [], []
+        if res:
+            qall = self.alloc(12 * res * d_n)
+            self.dma(Opcode.LOAD, rq, qall, 12 * res * d_n)
             for d in range(d_n):
-                self.ins(Opcode.LOADW, dram=rd + d * g4 * hs, clen=g4 * hs, sram=rbufs[d],
-                         count=g4 * hs, fmt=0)
-        else:
-            rq = self.const("rqp", rq_blob)
+                rres.append(self.alloc(res * hs))
+                qres.append(qall + 12 * res * d)
+                self.loadw(rd, streams[d * len(parts)], rres[d])
+        streamed = list(range(1 if res else 0, len(parts)))
+        if streamed:
             rbufs = [self.alloc(nb * hs) for _ in range(2)]
             rqbufs = [self.alloc(12 * nb) for _ in range(2)]
         # state and temporaries
@@ -87,21 +102,21 @@ class LstmEmitter(KernelEmitter):
                                  txbufs[(s * d_n + d) % len(txbufs)] if txbufs else None)
                 mm = dict(a=hprev[d], qp=zq, m=1, k=hs, a_rs=hs, zx=a["h_zp"], out=DType.I32)
                 rqd = dict(dst=ah, zy=0, lo=0, hi=0, out_dt=DType.I32)
-                if resident:
-                    self.ins(Opcode.MATMUL, b=rbufs[d], dst=ah, n=g4, d_rs=4 * g4, **mm)
-                    self.ins(Opcode.REQUANT, src=ah, count=g4, chan=g4, qp=rq + 12 * g4 * d,
-                             **rqd)
-                else:
-                    for j, (c0, c1) in enumerate(blocks):
-                        buf, qbuf = rbufs[nrb % 2], rqbufs[nrb % 2]
-                        nrb += 1
-                        self.ins(Opcode.LOADW, dram=rd + (d * g4 + c0) * hs,
-                                 clen=(c1 - c0) * hs, sram=buf, count=(c1 - c0) * hs, fmt=0)
-                        self.dma(Opcode.LOAD, rq + 12 * (d * g4 + c0), qbuf, 12 * (c1 - c0))
-                        self.ins(Opcode.MATMUL, b=buf, dst=ah + 4 * c0, n=c1 - c0,
-                                 d_rs=4 * (c1 - c0), **mm)
-                        self.ins(Opcode.REQUANT, src=ah + 4 * c0, count=c1 - c0, chan=c1 - c0,
-                                 qp=qbuf, **{**rqd, "dst": ah + 4 * c0})
+                if res:
+                    self.ins(Opcode.MATMUL, macs[d * len(parts)], b=rres[d], dst=ah, n=res,
+                             d_rs=4 * res, **mm)
+                    self.ins(Opcode.REQUANT, src=ah, count=res, chan=res, qp=qres[d], **rqd)
+                for j in streamed:
+                    c0, c1 = parts[j]
+                    buf, qbuf = rbufs[nrb % 2], rqbufs[nrb % 2]
+                    nrb += 1
+                    i = d * len(parts) + j
+                    self.loadw(rd, streams[i], buf)
+                    self.dma(Opcode.LOAD, rq + rq_off[d, j], qbuf, 12 * (c1 - c0))
+                    self.ins(Opcode.MATMUL, macs[i], b=buf, dst=ah + 4 * c0, n=c1 - c0,
+                             d_rs=4 * (c1 - c0), **mm)
+                    self.ins(Opcode.REQUANT, src=ah + 4 * c0, count=c1 - c0, chan=c1 - c0,
+                             qp=qbuf, **{**rqd, "dst": ah + 4 * c0})
                 self.step(d, a, txa, ah, p, gates, t1, t2, u, tc, cbuf[d], tab, hs)
                 if in_y:
                     hnew = yv.at(t * d_n + d)  # type: ignore[union-attr]

@@ -83,9 +83,12 @@ def candidates(kernel: Kernel, ctx: Ctx) -> list[dict[str, Any]]:
                     for mb in _splits(m, 1, 4) for kb in _splits(k, 64, 6)[1:]]
         return out
     if name == "npu.lstm":
+        # res: rows of R per direction resident in SRAM across the steps (all, none, or a
+        # multiple of g4/8 when only part fits), the rest streamed in blocks of nb rows
         g4 = 4 * n.attr("hidden_size")
-        return [{"r_resident": True, "nb": g4}] + [{"r_resident": False, "nb": nb}
-                                                   for nb in _splits(g4, cols, 8)]
+        step = max(cols, -(-g4 // 8 // cols) * cols)
+        return [{"res": g4, "nb": g4}] + [{"res": res, "nb": nb} for res in range(0, g4, step)
+                                          for nb in _splits(g4 - res, cols, 5)]
     if name == "npu.concat":
         out_t = n.output.type
         from ocrc.compiler.backend import layout as L

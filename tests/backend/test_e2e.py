@@ -147,7 +147,7 @@ def test_small_sram_spills_to_dram() -> None:
     assert any(s.home == "dram" and s.kind == "temp" for s in res.plan.storages)
     assert any(t.tiles > 1 for t in res.tilings)
     lstm = [t for k, t in zip(res.plan.kernels, res.tilings) if k.anchor.op.name == "npu.lstm"]
-    assert lstm and not lstm[0].params["r_resident"]
+    assert lstm and lstm[0].params["res"] < 4 * 40  # R does not fit: (partly) streamed
 
 
 def test_host_tail_is_marked() -> None:
