@@ -19,6 +19,9 @@ from ocrc.runtime.isa import Book, Comp
 from ocrc.runtime.kernels import ST_BAD_STREAM, ST_OK, copy_bytes, drop_stale_cache
 
 _BOOK = (0, 16, 256)  # entries per Book value
+# VM-internal cb value of an execution copy of the field matrix (see predecode): the LOADW reads
+# count dense bytes at dram. The verifier rejects it in programs (cb must be a Book).
+PREDECODED = 3
 
 
 @njit(cache=True)
@@ -62,6 +65,9 @@ def loadw(dram, sram, f):  # type: ignore[no-untyped-def]
     Returns a status (ST_OK or ST_BAD_STREAM)."""
     base, clen, dst, count = f[isa.C_DRAM], f[isa.C_CLEN], f[isa.C_SRAM], f[isa.C_COUNT]
     fmt, cb = f[isa.C_FMT], f[isa.C_CB]
+    if cb == PREDECODED:
+        copy_bytes(sram, dst, dram, base, count)
+        return ST_OK
     if cb > Book.K256:
         return ST_BAD_STREAM
     if fmt == Comp.DENSE:
@@ -111,6 +117,41 @@ def loadw(dram, sram, f):  # type: ignore[no-untyped-def]
 def kfold(w, p, two_four):  # type: ignore[no-untyped-def]
     """cycles.sparse_kfold, jitted: the very scan the MAC kernels run, for the cost model."""
     return sparse_kfold(w, p, two_four)
+
+
+def predecode(fields: np.ndarray, const_ranges: list[tuple[int, int]], dram: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray, int]:
+    """Decode once, at load time, every compressed LOADW stream that lies in a const region
+    (read-only: the verifier rejects STOREs into them), so runs copy instead of decoding
+    (the LSTM re-streams its weights every step). Returns the execution copy of the field
+    matrix, whose such LOADWs read the dense copy (cb = PREDECODED; dram, fmt changed, clen
+    kept for the cycle count), the DRAM image extended with the dense copies, and the pc of a
+    corrupt stream (-1 if none)."""
+    fields = fields.copy()
+    extra: list[np.ndarray] = []
+    top = dram.size
+    done: dict[tuple[int, ...], int] = {}
+    for pc in np.flatnonzero((fields[:, isa.C_OPCODE] == isa.Opcode.LOADW)
+                             & ((fields[:, isa.C_FMT] != Comp.DENSE)
+                                | (fields[:, isa.C_CB] != Book.NONE))):
+        row = fields[pc]
+        lo, n = int(row[isa.C_DRAM]), int(row[isa.C_CLEN])
+        if not any(a <= lo and lo + n <= a + size for a, size in const_ranges):
+            continue
+        key = (lo, n, int(row[isa.C_COUNT]), int(row[isa.C_FMT]), int(row[isa.C_CB]))
+        if key not in done:
+            buf = np.zeros(-(-key[2] // 64) * 64, np.uint8)  # keeps DRAM 64-byte aligned
+            tmp = row.copy()
+            tmp[isa.C_SRAM] = 0
+            if loadw(dram, buf, tmp) != ST_OK:
+                return fields, dram, int(pc)
+            done[key] = top
+            extra.append(buf)
+            top += buf.size
+        row[isa.C_DRAM], row[isa.C_FMT], row[isa.C_CB] = done[key], Comp.DENSE, PREDECODED
+    if extra:
+        dram = np.concatenate([dram, *extra])
+    return fields, dram, -1
 
 
 def stream_bounds(fmt: int, cb: int, count: int) -> tuple[int, int]:

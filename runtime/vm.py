@@ -18,6 +18,7 @@ from ocrc.runtime.cycles import insn_cycles
 from ocrc.runtime.errors import VMError
 from ocrc.runtime.isa import Opcode
 from ocrc.runtime.kernels import (
+    ST_BAD_STREAM,
     ST_NO_TOKEN,
     ST_OK,
     STATUS_TEXT,
@@ -27,7 +28,7 @@ from ocrc.runtime.kernels import (
     matmul,
 )
 from ocrc.runtime.kernels_vec import vector
-from ocrc.runtime.kernels_weights import loadw
+from ocrc.runtime.kernels_weights import loadw, predecode
 from ocrc.runtime.program import DTYPES, Program, TensorDesc
 from ocrc.runtime.qmath import dequantize_ref, quantize_ref
 from ocrc.runtime.stats import Stats, collect_stats
@@ -130,6 +131,13 @@ class VM:
                 off += r.size
             else:
                 self._clear.append((r.addr, r.size))
+        # compressed weight streams in const regions are decoded once, here
+        self.fields, self.dram, bad = predecode(
+            self.vp.fields, [(r.addr, r.size) for r in prog.regions if r.kind == "const"],
+            self.dram)
+        if bad >= 0:
+            raise VMError(f"instruction {bad} `{isa.disasm_row(self.vp.fields[bad])}`: "
+                          f"{STATUS_TEXT[ST_BAD_STREAM]}")
 
     def run_raw(self, inputs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], Stats]:
         """Run on already-quantised integer inputs; returns integer outputs (copies)."""
@@ -151,7 +159,7 @@ class VM:
         starts = np.zeros(n, np.int64)
         ends = np.zeros(n, np.int64)
         t0 = time.perf_counter()
-        status, pc = run_fields(self.vp.fields, self.vp.queues, self.dram, self.sram,
+        status, pc = run_fields(self.fields, self.vp.queues, self.dram, self.sram,
                                 self.params, self.vovh, starts, ends)
         wall = time.perf_counter() - t0
         if status != ST_OK:

@@ -1,6 +1,7 @@
 """`ocrc disasm PROG.npu [--stats]`: the instructions of a program, one per line: index, queue,
 the assembly (`runtime.isa.disasm`, which `assemble` reads back) and the IR layer it came from;
---stats adds counts per opcode and queue, the program's size by section and its SRAM peak."""
+--stats adds counts per opcode and queue, the program's size by section, its SRAM peak, and
+per layer the weight stream formats, bytes saved against dense int8 and MAC sparsity hints."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("disasm", help="disassemble a .npu program")
     p.add_argument("program", type=Path, help="a .npu file")
     p.add_argument("--stats", action="store_true",
-                   help="counts per opcode and queue, section sizes, SRAM peak")
+                   help="counts per opcode and queue, section sizes, SRAM peak, weight "
+                        "formats and sparsity per layer")
     return p
 
 
@@ -51,7 +53,33 @@ def stats_lines(prog: object) -> list[str]:
              "per queue: " + ", ".join(f"{q} {n}" for q, n in sorted(queues.items())),
              "per opcode:"]
     lines += [f"  {name:<8}{n:>8}" for name, n in sorted(ops.items(), key=lambda kv: -kv[1])]
-    return lines
+    return lines + weight_lines(vp)
+
+
+def weight_lines(vp: object) -> list[str]:
+    """Per layer: the weight streams' formats, bytes stored and moved per inference against
+    dense int8, and the MAC instructions' sparsity hints."""
+    from ocrc.compiler.backend.weights import weight_report
+
+    p = vp.program  # type: ignore[attr-defined]
+    rows = weight_report(vp.fields, p.layer_ids, p.layers)  # type: ignore[attr-defined]
+    if not rows:
+        return []
+    out = ["weights per layer (stored: distinct streams; moved: all LOADWs of one inference):",
+           f"  {'layer':<34}{'stored':>12}{'dense':>12}{'saved':>7}{'moved':>13}{'dense':>13}"
+           "  formats; MAC sparsity hints"]
+    tot = [0, 0, 0, 0]
+    for r in rows:
+        vals = (r.stored, r.stored_dense, r.moved, r.moved_dense)
+        tot = [a + b for a, b in zip(tot, vals, strict=True)]
+        fm = ", ".join(f"{k} {v:,}" for k, v in sorted((r.formats or {}).items()))
+        hs = ", ".join(f"{k} {v}" for k, v in sorted((r.hints or {}).items()))
+        out.append(f"  {r.layer[:33]:<34}{r.stored:>12,}{r.stored_dense:>12,}"
+                   f"{1 - r.stored / max(r.stored_dense, 1):>7.1%}{r.moved:>13,}"
+                   f"{r.moved_dense:>13,}  {fm}; {hs}")
+    out.append(f"  {'total':<34}{tot[0]:>12,}{tot[1]:>12,}{1 - tot[0] / max(tot[1], 1):>7.1%}"
+               f"{tot[2]:>13,}{tot[3]:>13,}")
+    return out
 
 
 def main(args: argparse.Namespace) -> int:
