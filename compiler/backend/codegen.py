@@ -20,6 +20,7 @@ from ocrc.compiler.backend.lower import lower
 from ocrc.compiler.backend.memory import MemoryPlan, build_kernels, plan_dram, plan_homes
 from ocrc.compiler.backend.schedule import assign_tokens
 from ocrc.compiler.backend.tiling import Tiler, Tiling, emitter_of
+from ocrc.compiler.backend.weights import WeightPlanner
 from ocrc.compiler.ir.graph import Graph
 from ocrc.runtime.builder import ProgramBuilder
 from ocrc.runtime.program import Program
@@ -43,14 +44,17 @@ class CompileResult:
         return sum(s.nbytes for s in self.plan.storages if s.kind == "temp" and s.home == "sram")
 
 
-def compile_program(qgraph: Graph, target: Target, name: str = "model") -> CompileResult:
+def compile_program(qgraph: Graph, target: Target, name: str = "model",
+                    sparse_weights: bool = True) -> CompileResult:
     """Compile a quantised graph for `target`. Raises UnsupportedOpError / WorkspaceError
-    (both OcrcError) for what the NPU cannot run."""
+    (both OcrcError) for what the NPU cannot run. sparse_weights=False stores every weight
+    block dense and runs the MAC array dense (the baseline of benchmarks/sparse_weights.py)."""
     lowered = lower(qgraph)
     name_boundary(lowered)
     plan = build_kernels(lowered)
     b = ProgramBuilder(target)
-    ctx = Ctx(target, lowered, plan, lambda nm, raw: b.const(nm, raw))
+    ctx = Ctx(target, lowered, plan, lambda nm, raw: b.const(nm, raw),
+              WeightPlanner(target, sparse_weights, sparse_weights))
     tiler = Tiler(ctx)
     plan_homes(plan, target.sram_bytes, tiler.want)
     tilings = [tiler.choose(k, plan.budget[k.index]) for k in plan.kernels]

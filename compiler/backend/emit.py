@@ -50,12 +50,13 @@ class View:
 class Ctx:
     """One program under construction."""
 
-    def __init__(self, target: Target, graph: Graph, plan: MemoryPlan, const: Any) -> None:
+    def __init__(self, target: Target, graph: Graph, plan: MemoryPlan, const: Any,
+                 weights: WeightPlanner | None = None) -> None:
         self.target = target
         self.graph = graph
         self.plan = plan
         self.machine = Machine.of(target)
-        self.weights = WeightPlanner(target)
+        self.weights = weights or WeightPlanner(target)
         self.insns: list[Insn] = []
         self._const_fn = const  # (name, bytes) -> DRAM address
         self._consts: dict[str, int] = {}
@@ -113,6 +114,7 @@ class KernelEmitter:
         self.out: list[Insn] = []
         self.layer = kernel.name if kernel is not None else ""
         self.overlap = True  # False when single-buffered staging serialises the tiles
+        self.dram_bytes = 0  # DRAM bytes the kernel's DMAs move (the tiler's tie-breaker)
 
     # ---- bookkeeping
     def alloc(self, nbytes: int) -> int:
@@ -150,6 +152,10 @@ class KernelEmitter:
             t.store += c
         elif unit is Unit.DMA:
             t.load += c
+        if op is Opcode.LOADW:
+            self.dram_bytes += f["clen"]
+        elif unit is Unit.DMA:
+            self.dram_bytes += f["n0"] * f["n1"] * f["n2"]
         elif unit is Unit.VECTOR:
             t.vector += c
         if not self.dry:

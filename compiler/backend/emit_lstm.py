@@ -48,7 +48,7 @@ class LstmEmitter(KernelEmitter):
         parts += [(c0, min(c0 + nb, g4)) for c0 in range(res, g4, nb)]
         tab = self.load_const("tables", tables)
         # REQUANT blocks [bias 0][h_mult][h_shift] per part: the resident parts of all
-        # directions first (one LOAD), then the streamed blocks in load order
+        # directions first, then the streamed blocks in load order
         order = [(d, 0) for d in range(d_n) if res] + [(d, j) for d in range(d_n)
                                                        for j in range(1 if res else 0, len(parts))]
         rq_blob = np.concatenate([np.concatenate([
@@ -63,13 +63,9 @@ class LstmEmitter(KernelEmitter):
         macs = [self.ctx.weights.mac((r_v, d, c0, c1), r[None, d, c0:c1], 1)
                 for d in range(d_n) for c0, c1 in parts]
         rres, qres = [], []
-        if res:
-            qall = self.alloc(12 * res * d_n)
-            self.dma(Opcode.LOAD, rq, qall, 12 * res * d_n)
-            for d in range(d_n):
-                rres.append(self.alloc(res * hs))
-                qres.append(qall + 12 * res * d)
-                self.loadw(rd, streams[d * len(parts)], rres[d])
+        for _ in range(d_n if res else 0):
+            rres.append(self.alloc(res * hs))
+            qres.append(self.alloc(12 * res))
         streamed = list(range(1 if res else 0, len(parts)))
         if streamed:
             rbufs = [self.alloc(nb * hs) for _ in range(2)]
@@ -103,6 +99,9 @@ class LstmEmitter(KernelEmitter):
                 mm = dict(a=hprev[d], qp=zq, m=1, k=hs, a_rs=hs, zx=a["h_zp"], out=DType.I32)
                 rqd = dict(dst=ah, zy=0, lo=0, hi=0, out_dt=DType.I32)
                 if res:
+                    if s == 0:  # loaded once, overlapping the other direction's first step
+                        self.loadw(rd, streams[d * len(parts)], rres[d])
+                        self.dma(Opcode.LOAD, rq + rq_off[d, 0], qres[d], 12 * res)
                     self.ins(Opcode.MATMUL, macs[d * len(parts)], b=rres[d], dst=ah, n=res,
                              d_rs=4 * res, **mm)
                     self.ins(Opcode.REQUANT, src=ah, count=res, chan=res, qp=qres[d], **rqd)

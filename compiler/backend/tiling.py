@@ -30,6 +30,13 @@ class Tiling:
     workspace: int
     cost: int
     tiles: int
+    dram: int = 0  # bytes moved to and from DRAM
+
+    @property
+    def rank(self) -> tuple[int, int, int, int]:
+        """Cheapest first; at equal cost the least DRAM traffic (e.g. weights kept resident
+        rather than re-streamed while compute hides the stream), fewer tiles, less SRAM."""
+        return self.cost, self.dram, self.tiles, self.workspace
 
 
 def emitter_of(kernel: Kernel) -> Any:
@@ -106,7 +113,7 @@ def evaluate(ctx: Ctx, kernel: Kernel, params: dict[str, Any]) -> Tiling | None:
         em.run()
     except Misfit:
         return None
-    return Tiling(params, em.peak, em.estimate, len(em.tiles))
+    return Tiling(params, em.peak, em.estimate, len(em.tiles), em.dram_bytes)
 
 
 class Tiler:
@@ -131,7 +138,7 @@ class Tiler:
     def want(self, kernel: Kernel, homes: dict[Storage, str]) -> tuple[int, int]:
         """(minimum, desired) workspace bytes of a kernel under the current homes."""
         alls = self._all(kernel)
-        best = min(alls, key=lambda t: (t.cost, t.tiles, t.workspace))
+        best = min(alls, key=lambda t: t.rank)
         return min(t.workspace for t in alls), best.workspace
 
     def choose(self, kernel: Kernel, budget: int) -> Tiling:
@@ -140,5 +147,5 @@ class Tiler:
             need = min(t.workspace for t in self._all(kernel))
             raise WorkspaceError(f"{kernel.name} ({kernel.anchor.op.name}): needs at least "
                                  f"{need} bytes of SRAM workspace, the target leaves {budget}")
-        return min(fits, key=lambda t: (t.cost, t.tiles, t.workspace))
+        return min(fits, key=lambda t: t.rank)
 
