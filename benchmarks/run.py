@@ -154,10 +154,15 @@ def main(argv: list[str] | None = None) -> int:
                                          "results": [asdict(r) for r in results]}, indent=1))
     plots = make_plots(results, cfg, plots_dir)
     body = section_body(results, cfg, command, seconds, limits_text(cfg, specs))
+    header = header_text(command, seconds, plots)
     print(body)
     if write:
-        write_header(header_text(command, seconds, plots))
+        write_header(header)
         write_section(SECTION, body)
+    # The markdown too, beside the results (to re-apply it to another copy of RESULTS.md).
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    (OUT_DIR / f"scoreboard-{cfg.name}-markdown.json").write_text(
+        json.dumps({"header": header, "section": body}))
     log.info("plots in %s; results JSON %s", plots_dir, json_path)
     log.info("done in %.1f min", (time.perf_counter() - t0) / 60)
     return 0

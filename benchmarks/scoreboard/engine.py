@@ -90,7 +90,8 @@ class OcrcModel:
         self.table: CalibTable | None = None
         self.calib_digest = ""
         self.compile_seconds = 0.0
-        self.cache_hits = 0
+        self.compiled = 0  # programs compiled by this object
+        self.cache_hits = 0  # programs read from the ocrc cache instead
 
     # --- graphs ---------------------------------------------------------------------------
     def float_graph(self, shape: Shape) -> Graph:
@@ -159,6 +160,7 @@ class OcrcModel:
             t0 = time.perf_counter()
             prog = compile_program(self.quant_graph(shape), load_target(preset), self.name).program
             self.compile_seconds += time.perf_counter() - t0
+            self.compiled += 1
             path.parent.mkdir(parents=True, exist_ok=True)
             prog.save(path)
         self._programs[key] = prog

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from ocrc.compiler.compress.storage import other_const_bytes, storage_report
 from ocrc.frontend.zoo import cache_dir, file_lock
+from ocrc.runtime.errors import OcrcError
 
 from benchmarks.ocr.datasets import Sample, load_dataset
 from benchmarks.ocr.harness import OrtRecognizer
@@ -209,9 +210,7 @@ class UnitRun:
             if u.variant == BASELINES:
                 self.baselines()
             else:
-                comp = next((c for c in self.spec.compressions if c.name == u.variant),
-                            Compression(OCRC_INT8))
-                self.int8_variant(comp)
+                self.int8_variant(self.compression(u.variant))
         except Exception as exc:  # noqa: BLE001 - one variant must not sink the run
             log.error("%s / %s / %s failed:\n%s", self.spec.key, self.ds, u.variant,
                       traceback.format_exc())
@@ -220,6 +219,14 @@ class UnitRun:
         self.res.seconds = time.perf_counter() - t0
         log.info("%s / %s / %s: %.0f s", self.spec.key, self.ds, u.variant, self.res.seconds)
         return self.res
+
+    def compression(self, name: str) -> Compression:
+        if name == OCRC_INT8:
+            return Compression(OCRC_INT8)
+        for c in self.spec.compressions:
+            if c.name == name:
+                return c
+        raise KeyError(f"{self.spec.key}: no compression variant {name!r}")
 
     def baselines(self) -> None:
         """onnxruntime fp32 and int8, and ocrc's float interpreter."""
@@ -258,7 +265,10 @@ class UnitRun:
         m.calibrate(self.calib)
         preset = self.cfg.default_preset
         preds, lat, same, checked = [], [], 0, 0
-        for i, x in enumerate(self.xs[:self.lim.vm_images]):
+        n = self.lim.vm_images
+        if comp.name != OCRC_INT8 and self.lim.variant_images is not None:
+            n = self.lim.variant_images if n is None else min(n, self.lim.variant_images)
+        for i, x in enumerate(self.xs[:n]):
             outs, stats, _ = m.run_vm(x, preset)
             preds.append(self.task.decode(outs[m.output_name(x.shape)])[0])
             lat.append(stats.latency_s)
@@ -279,14 +289,19 @@ class UnitRun:
             self.presets(m, comp.name)
         row.seconds = time.perf_counter() - t0
         log.info("%s: %d program(s) compiled in %.0f s, %d from the cache", comp.name,
-                 len(m._programs) - m.cache_hits, m.compile_seconds, m.cache_hits)
+                 m.compiled, m.compile_seconds, m.cache_hits)
 
     def presets(self, m: OcrcModel, variant: str) -> None:
         """Cycles, latency and utilisation of every preset at the reference input (the VM's
         wall time is measured later, alone: see timing.py); per-layer rows for the plain int8
         model on the default preset."""
         for preset in self.cfg.presets:
-            _, stats, _ = m.run_vm(self.ref, preset)
+            try:
+                _, stats, _ = m.run_vm(self.ref, preset)
+            except OcrcError as exc:  # e.g. a layer that does not fit a small preset's SRAM
+                self.res.notes.append(f"{variant} on {preset}: {type(exc).__name__}: "
+                                      f"{str(exc).splitlines()[0]}")
+                continue
             prog = m.program(self.ref.shape, preset)
             self.res.perf.append(PerfRow(
                 self.spec.key, variant, shape_text(self.ref.shape), preset, stats.total_cycles,

@@ -58,6 +58,7 @@ class Limits:
 
     images: int | None = None  # onnxruntime fp32 and int8
     vm_images: int | None = None  # ocrc int8 through the VM (accuracy)
+    variant_images: int | None = None  # ... for the compression variants (None: vm_images)
     float_images: int | None = 100  # ocrc float through the reference interpreter
     golden_images: int = 4  # VM outputs compared with the golden int8 interpreter
     calib_images: int | None = None  # of the 32-image calibration sets
@@ -161,8 +162,8 @@ def crnn_weights_removed(tag: str) -> float:
 # --- the two configurations ---------------------------------------------------------------------
 FULL = Config(
     "full", ("ddddocr", "ppocr-v2-rec", *(f"crnn-{t}" for t in CRNN_TAGS)),
-    limits={"real": Limits(float_images=100), "ppocr-v2-rec": Limits(vm_images=100,
-                                                                     float_images=50),
+    limits={"real": Limits(float_images=100),
+            "ppocr-v2-rec": Limits(vm_images=100, float_images=50),
             "crnn": Limits(float_images=100)})
 QUICK = Config(
     "quick", ("ddddocr", "ppocr-v2-rec", *(f"crnn-{t}" for t in CRNN_QUICK)),
