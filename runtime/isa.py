@@ -5,10 +5,9 @@ and cycle formula. From it: range-checked `encode`/`decode`, the VM's field matr
 (`decode_program`, columns `C_<FIELD>`), and via isa_text.py `disasm`/`assemble`/docs/isa.md.
 Only this module does bit arithmetic on instruction words.
 
-Why 256-bit words: the instructions are coarse NPU operations (a whole conv tile with geometry,
-padding, zero points and clamp; a 3-D strided DMA), so a model is a few thousand instructions.
-Their operands take up to ~240 bits; 64/128-bit words would need register-setting commands or
-descriptor tables, extra state for the verifier. Code is ~1% of a program next to its weights.
+Why 256-bit words: coarse operations (a whole conv tile; a 3-D strided DMA) take up to ~240 bits
+of operands; 64/128-bit words would need register-setting commands or descriptor tables (state
+for the verifier). A model is a few thousand instructions, ~1% of a program next to its weights.
 """
 
 from __future__ import annotations
@@ -66,16 +65,16 @@ class DType(IntEnum):  # element types of SRAM operands; the value is log2(size 
     I32 = 2
 
 
-class Comp(IntEnum):  # LOADW stream formats (layouts: runtime/weightcodec.py)
+class Comp(IntEnum):  # LOADW stream formats (layouts: runtime/weightcodec.py); csr: run-length
     DENSE = 0
     BITMASK = 1
-    CSR = 2  # run-length: 4-bit zero gaps + values
+    CSR = 2
 
 
-class Book(IntEnum):  # LOADW value coding: raw int8, or indices into a codebook in the stream
+class Book(IntEnum):  # LOADW values: raw int8, or indices into a codebook of 16 or 256 entries
     NONE = 0
-    K16 = 1  # 16 int8 entries, 4-bit indices
-    K256 = 2  # 256 int8 entries, 8-bit indices
+    K16 = 1
+    K256 = 2
 
 
 class PoolMode(IntEnum):
@@ -184,21 +183,13 @@ FORMATS: dict[Opcode, Format] = {f.opcode: f for f in [
         Field("clen", 32, "stream length in bytes (what the DMA moves)"),
         _sa("sram", "destination (dense, contiguous)"),
         Field("count", 24, "decompressed bytes"),
-        Field("fmt", 2, "stream format", enum=Comp),
-        Field("cb", 2, "value coding: raw int8 or codebook indices", enum=Book)),
+        Field("fmt", 2, "stream format", enum=Comp), Field("cb", 2, "values", enum=Book)),
         "DMA of a weight stream DRAM -> SRAM with decompression (runtime/weightcodec.py).",
-        """
-S = DRAM[dram : dram + clen]; the decoder never reads past S nor writes past count bytes
-values(n): cb == none: n int8 bytes;  cb == k16 / k256: book = k int8 entries, then n
-           indices (k16: two per byte, low nibble first; k256: one byte each); value = book[idx]
-dense:   SRAM[sram + i] = values(count)[i]                          for i < count
-bitmask: mb = ceil(count / 8); mask bit i = S[i//8] >> (i%8) & 1 (bits >= count ignored)
-         SRAM[sram + i] = mask_i ? next(values(popcount)) : 0       for i < count
-csr:     n = u32(S[0:4]); gap j = nibble j of S[4 : 4 + ceil(n/2)] (low nibble first)
-         pos = -1; for j < n: pos += gap_j + 1; SRAM[sram + pos] = values(n)[j]; other bytes 0
-error (status bad_stream) unless the format accounts for exactly clen bytes and pos < count
-""", "dram_latency + ceil(clen / dram_bytes_per_cycle)   (compressed bytes; the decoder "
-        "keeps up with the DMA)"),
+        """S = DRAM[dram:dram+clen] -> SRAM[sram:sram+count]. values(n) = n int8, or book[k] + n indices
+dense: values(count); bitmask: mask bits[count] (LSB first) + values(popcount), 0 where unset;
+csr: u32 n, n 4-bit gaps, values(n): entry j at (entry j-1) + gap_j + 1 (from -1), others 0.
+bad_stream unless the format accounts for exactly clen bytes and every entry is < count
+""", "dram_latency + ceil(clen / dram_bytes_per_cycle)   (compressed bytes)"),
     Format(Opcode.STORE, Queue.STORE, Unit.DMA, _DMA_FIELDS,
            f"DMA SRAM -> DRAM, {_STRIDED3}.",
            _DMA_SEM.format(dst="DRAM", d="dram", src="SRAM", s="sram"), _DMA_CYC),

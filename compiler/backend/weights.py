@@ -73,11 +73,20 @@ def stream_sizes(v: np.ndarray) -> dict[tuple[Comp, Book], int]:
     out = {(Comp.DENSE, Book.NONE): count, (Comp.BITMASK, Book.NONE): mb + nnz,
            (Comp.CSR, Book.NONE): 4 + (n_csr + 1) // 2 + n_csr}
     if codebook16(v) is not None:
-        half = lambda n: BOOK16 + (n + 1) // 2
-        out[Comp.DENSE, Book.K16] = half(count)
-        out[Comp.BITMASK, Book.K16] = mb + half(nnz)
-        out[Comp.CSR, Book.K16] = 4 + (n_csr + 1) // 2 + half(n_csr)
+        out[Comp.DENSE, Book.K16] = _k16(count)
+        out[Comp.BITMASK, Book.K16] = mb + _k16(nnz)
+        out[Comp.CSR, Book.K16] = 4 + (n_csr + 1) // 2 + _k16(n_csr)
     return out
+
+
+def _k16(n: int) -> int:
+    """Bytes of n values as 4-bit indices after a 16-entry codebook."""
+    return BOOK16 + (n + 1) // 2
+
+
+def _k16(n: int) -> int:
+    """Bytes of n values as 4-bit indices after a 16-entry codebook."""
+    return BOOK16 + (n + 1) // 2
 
 
 def choose_stream(v: np.ndarray, compress: bool = True) -> Stream:

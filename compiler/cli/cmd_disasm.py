@@ -66,8 +66,8 @@ def weight_lines(vp: object) -> list[str]:
     if not rows:
         return []
     out = ["weights per layer (stored: distinct streams; moved: all LOADWs of one inference):",
-           f"  {'layer':<34}{'stored':>12}{'dense':>12}{'saved':>7}{'moved':>13}{'dense':>13}"
-           "  formats; MAC sparsity hints"]
+           (f"  {'layer':<34}{'stored':>12}{'dense':>12}{'saved':>7}{'moved':>13}{'dense':>13}"
+            "  formats; MAC sparsity hints")]
     tot = [0, 0, 0, 0]
     for r in rows:
         vals = (r.stored, r.stored_dense, r.moved, r.moved_dense)

@@ -103,9 +103,9 @@ def test_loadw_corrupt_streams_match_the_codec(fi: int, count: int, density: flo
 
 
 @pytest.mark.parametrize("fields,match", [
-    (dict(clen=9, count=16, fmt=Comp.DENSE, cb=Book.K16), r"24 <= clen <= 24"),
-    (dict(clen=3, count=16, fmt=Comp.CSR, cb=Book.NONE), r"clen' = 3: a csr/none stream"),
-    (dict(clen=16, count=16, fmt=Comp.DENSE, cb=3), r"field 'cb' = 3: expected one of"),
+    ({"clen": 9, "count": 16, "fmt": Comp.DENSE, "cb": Book.K16}, r"24 <= clen <= 24"),
+    ({"clen": 3, "count": 16, "fmt": Comp.CSR, "cb": Book.NONE}, r"clen' = 3: a csr/none str"),
+    ({"clen": 16, "count": 16, "fmt": Comp.DENSE, "cb": 3}, r"field 'cb' = 3: expected one"),
 ])
 def test_verifier_bounds_stream_lengths(fields: dict, match: str) -> None:
     b = ProgramBuilder(load_target("npu"))
@@ -199,10 +199,10 @@ def test_sparse_mac_cycles_equal_the_vm() -> None:
         planner = WeightPlanner(t)
         mac = planner.mac("w", wt[None], 5)
         assert mac.hint == want
-        f = dict(a=0, b=4096, qp=32768, dst=49152, m=5, n=n, k=k, a_rs=k, d_rs=4 * n, out=2,
-                 sparse=int(mac.hint))
+        f = {"a": 0, "b": 4096, "qp": 32768, "dst": 49152, "m": 5, "n": n, "k": k, "a_rs": k,
+             "d_rs": 4 * n, "out": 2, "sparse": int(mac.hint)}
         b = ProgramBuilder(t)
-        lw = dict(dram=b.const("w", wt), clen=n * k, sram=4096, count=n * k)
+        lw = {"dram": b.const("w", wt), "clen": n * k, "sram": 4096, "count": n * k}
         b.emit(Opcode.LOADW, push_next=1, **lw)
         b.emit(Opcode.MATMUL, pop_prev=1, **f)
         _, stats = VM(b.build()).run_raw({})
