@@ -290,6 +290,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--rows", default="", help="comma-separated row numbers (default: all)")
     ap.add_argument("--json", type=Path, help="also write the results as JSON")
     ap.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md")
+    ap.add_argument("--reuse", type=Path, metavar="FILE.json",
+                    help="results of an earlier --json run: rows not in --rows are taken from it")
     ap.add_argument("--svd-study", action="store_true",
                     help="also compare plain and data-aware SVD (section 'Compression: SVD')")
     args = ap.parse_args(argv)
@@ -311,7 +313,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.rows == "none":
         return 0
     pick = [int(k) for k in args.rows.split(",") if k] or list(range(len(ROWS)))
+    old = {r["name"]: r for r in json.loads(args.reuse.read_text())} if args.reuse else {}
     results = []
+    for k, row in enumerate(ROWS):
+        if k not in pick and row.name in old:
+            results.append(Result(**old[row.name]))
     for k in pick:
         row = ROWS[k]
         passes = row.float_passes
@@ -320,6 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         res = evaluate_row(model, task, row, passes, images, labels, fp32, calib)
         log.info("%s: %s", row.name, json.dumps(asdict(res)))
         results.append(res)
+        results.sort(key=lambda r: [x.name for x in ROWS].index(r.name))
         if args.json:
             args.json.write_text(json.dumps([asdict(r) for r in results], indent=1))
     if not args.no_write:

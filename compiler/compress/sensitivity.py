@@ -57,6 +57,7 @@ class Result:
     setting: Setting
     score: float
     loss: float  # metric of the reference minus metric of this setting (>= 0 is worse)
+    error: float = 0.0  # relative L2 error of the first output, percent (continuous)
 
 
 @dataclass
@@ -77,7 +78,8 @@ class Sweep:
         return {"metric": self.metric, "reference": self.reference,
                 "results": [{"layer": r.setting.layer, "kind": r.setting.kind,
                              "value": r.setting.value, "bytes": r.setting.nbytes,
-                             "score": _finite(r.score), "loss": _finite(r.loss)}
+                             "score": _finite(r.score), "loss": _finite(r.loss),
+                             "error": _finite(r.error)}
                             for r in self.results]}
 
 
@@ -178,7 +180,8 @@ def sweep(work: Workload, settings: Sequence[Setting], metric: Metric,
             continue
         outs = [o for ev, var in evals for o in ev.outputs(var[st])]
         score = metric.score(ref_outs, outs)
-        result.results.append(Result(st, score, metric.loss(result.reference, score)))
+        result.results.append(Result(st, score, metric.loss(result.reference, score),
+                                     relative_error(ref_outs, outs)))
     return result
 
 
@@ -194,13 +197,23 @@ def joint_loss(work: Workload, settings: Sequence[Setting], metric: Metric,
     return metric.loss(metric.score(refs, refs), metric.score(refs, outs))
 
 
+def relative_error(ref: Sequence[Sequence[np.ndarray]],
+                   outs: Sequence[Sequence[np.ndarray]]) -> float:
+    """100 * ||out - ref|| / ||ref|| over the first output of all samples."""
+    num = sum(float(np.sum((o[0].astype(np.float64) - r[0]) ** 2)) for r, o in zip(ref, outs))
+    den = sum(float(np.sum(r[0].astype(np.float64) ** 2)) for r in ref)
+    return 100.0 * math.sqrt(num / max(den, 1e-300))
+
+
 def _pick(sw: Sweep, price: float, total: int) -> list[Setting]:
-    """Per layer, the setting minimising loss + price * bytes / total (ties: fewer bytes)."""
+    """Per layer, the setting minimising cost + price * bytes / total (ties: fewer bytes).
+    The cost is the setting's metric loss plus its continuous output error: a discrete metric
+    (agreement) alone cannot rank the many settings that change no decoded string."""
     chosen = []
     for rs in sw.by_layer().values():
         rs = [r for r in rs if r.setting.kind not in ("int8", "int16") and math.isfinite(r.loss)]
-        best = min(rs, key=lambda r: (max(r.loss, 0.0) + price * r.setting.nbytes / total,
-                                      r.setting.nbytes))
+        best = min(rs, key=lambda r: (max(r.loss, 0.0) + r.error
+                                      + price * r.setting.nbytes / total, r.setting.nbytes))
         if best.setting.kind != "none":
             chosen.append(best.setting)
     return chosen
