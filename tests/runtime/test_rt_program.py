@@ -21,7 +21,7 @@ from ocrc.runtime.program import load_program, program_from_bytes
 from ocrc.runtime.target import load_target
 from ocrc.runtime.verify import verify
 from ocrc.runtime.vm import VM, run_program
-from rtutil import single
+from tests.runtime.rtutil import single
 
 NPU = load_target("npu")
 
@@ -178,8 +178,10 @@ def test_store_into_const_is_rejected() -> None:
 
 
 def test_numba_disable_jit_runs_the_same_code() -> None:
-    code = (f"import numpy as np, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); from test_rt_program import "
-            "small_program; from ocrc.runtime.vm import run_program; "
+    root = str(Path(__file__).resolve().parents[2])
+    code = (f"import numpy as np, sys; sys.path.insert(0, {root!r}); "
+            "from tests.runtime.test_rt_program import small_program; "
+            "from ocrc.runtime.vm import run_program; "
             "x = np.linspace(-3, 3, 24, dtype=np.float32).reshape(1, 2, 3, 4); "
             "o, s = run_program(small_program(), {'x': x}); "
             "print(o['y'].tobytes().hex(), s.total_cycles)")

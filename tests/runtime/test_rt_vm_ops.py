@@ -9,7 +9,7 @@ from ocrc.runtime import qmath as q
 from ocrc.runtime.cycles import gemm_cycles, insn_cycles
 from ocrc.runtime.isa import COL, DType, Opcode, PoolMode, Sparse
 from ocrc.runtime.target import load_target
-from rtutil import Image, run_single
+from tests.runtime.rtutil import Image, run_single
 
 NPU = load_target("npu")
 
