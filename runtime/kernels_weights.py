@@ -36,11 +36,13 @@ def values_len(n, cb):  # type: ignore[no-untyped-def]
 
 @njit(cache=True)
 def _value(dram, vbase, j, cb):  # type: ignore[no-untyped-def]
-    """Value j of a values section at vbase (j < n; the caller checked values_len fits)."""
+    """Value j of a values section at vbase (j < n; the caller checked values_len fits).
+    Bytes are widened to int64 before arithmetic: with NUMBA_DISABLE_JIT=1, NumPy 2 would keep
+    uint8 + int in uint8."""
     if cb == Book.NONE:
         return dram[vbase + j]
     if cb == Book.K16:
-        idx = (dram[vbase + 16 + (j >> 1)] >> (4 * (j & 1))) & 15
+        idx = (np.int64(dram[vbase + 16 + (j >> 1)]) >> (4 * (j & 1))) & 15
         return dram[vbase + idx]
     return dram[vbase + np.int64(dram[vbase + 256 + j])]
 
@@ -55,7 +57,7 @@ def _popcount(dram, base, count):  # type: ignore[no-untyped-def]
             b &= b - 1
             n += 1
     for i in range(count & ~7, count):
-        n += (dram[base + (i >> 3)] >> (i & 7)) & 1
+        n += (np.int64(dram[base + (i >> 3)]) >> (i & 7)) & 1
     return n
 
 
@@ -105,7 +107,7 @@ def loadw(dram, sram, f):  # type: ignore[no-untyped-def]
         vb = base + 4 + gb
         pos = -1
         for j in range(n):
-            pos += ((dram[base + 4 + (j >> 1)] >> (4 * (j & 1))) & 15) + 1
+            pos += ((np.int64(dram[base + 4 + (j >> 1)]) >> (4 * (j & 1))) & 15) + 1
             if pos >= count:
                 return ST_BAD_STREAM
             sram[dst + pos] = _value(dram, vb, j, cb)
