@@ -165,16 +165,16 @@ def worker(path: str) -> int:
 
 
 def run_batch(cases: list[tuple[str, bytes]], env: dict[str, str], tmp: str
-              ) -> list[tuple[str, str]] | None:
-    """Outcomes of a batch in a fresh subprocess, or None if the process died."""
+              ) -> tuple[list[tuple[str, str]] | None, str]:
+    """Outcomes of a batch in a fresh subprocess, or (None, why) if the process died."""
     path = os.path.join(tmp, "batch.pkl")
     Path(path).write_bytes(pickle.dumps(cases))
     Path(path + ".out").unlink(missing_ok=True)
     r = subprocess.run([sys.executable, "-m", "benchmarks.fuzz_vm", "--worker", path], env=env,
                        capture_output=True, text=True, check=False)
     if r.returncode != 0 or not Path(path + ".out").exists():
-        return None
-    return [tuple(x) for x in json.loads(Path(path + ".out").read_text())]  # type: ignore[misc]
+        return None, f"exit status {r.returncode}: {r.stderr.strip()[-300:]}"
+    return [tuple(x) for x in json.loads(Path(path + ".out").read_text())], ""  # type: ignore[misc]
 
 
 def main() -> int:
@@ -201,14 +201,21 @@ def main() -> int:
             env.update(NUMBA_BOUNDSCHECK="1", NUMBA_CACHE_DIR=os.path.join(tmp, "numba"))
         while time.perf_counter() - t0 < a.seconds:
             cases = [make_case(rng, bases, progs) for _ in range(a.batch)]
-            res = run_batch(cases, env, tmp)
+            res, why = run_batch(cases, env, tmp)
             batches += 1
             if res is None:  # the worker died: find the case(s), one process each
                 crashes += 1
+                print(f"worker died ({why}); re-running its cases one by one", flush=True)
                 res = []
                 for kind, data in cases:
-                    one = run_batch([(kind, data)], env, tmp)
-                    res.append(one[0] if one else ("CRASH", data.hex()[:400]))
+                    one, why = run_batch([(kind, data)], env, tmp)
+                    if one is None:  # twice, to tell a case that kills from a passing death
+                        one, why = run_batch([(kind, data)], env, tmp)
+                    if one is None:
+                        keep = Path(tempfile.gettempdir()) / f"ocrc-fuzz-crash-{n}.npu"
+                        keep.write_bytes(data)
+                        one = [("CRASH", f"{why} (case saved to {keep})")]
+                    res.append(one[0])
             for (kind, _), (outcome, detail) in zip(cases, res, strict=True):
                 counts[kind, outcome] += 1
                 if detail:
