@@ -4,7 +4,7 @@ ocrc int8 in the VM with a bit-exact check against the golden interpreter, ocrc 
 compression variants), and writes the `## Scoreboard` section and the header of
 benchmarks/RESULTS.md and the plots in benchmarks/plots/.
 
-    python benchmarks/run.py            # the full run (about 30 minutes on 2 cores)
+    python benchmarks/run.py            # the full run (15-30 minutes on 2 cores)
     python benchmarks/run.py --quick    # a few-minute smoke run; writes nothing in the repo
     python -m benchmarks.run [--models ddddocr,crnn-dense] [--no-write] [--replot]
 """
@@ -17,11 +17,18 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import os
+
+# One BLAS/OpenMP thread per process, set before numpy loads: the CPU latencies are one-thread
+# numbers (onnxruntime is told so too), the worker processes already fill the cores, and on a
+# loaded machine multi-threaded BLAS made the VM's calls 10-30x slower (measured here).
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
 import argparse
 import datetime
 import json
 import logging
-import os
 import platform
 import time
 from dataclasses import asdict, replace
@@ -57,7 +64,9 @@ def machine() -> str:
                        cpu)
     except OSError:
         pass
-    return (f"{cpu}, {os.cpu_count()} cores (shared with other jobs), {platform.system()} "
+    blas = os.environ.get("OPENBLAS_NUM_THREADS", "default")
+    return (f"{cpu}, {os.cpu_count()} cores (shared with other jobs; BLAS threads per process: "
+            f"{blas}), {platform.system()} "
             f"{platform.machine()}, Python {platform.python_version()}, numpy "
             f"{numpy.__version__}, onnxruntime {onnxruntime.__version__}, numba "
             f"{numba.__version__}")

@@ -42,50 +42,68 @@ def _fp32(r: ModelResult, ds: str) -> float | None:
                 None)
 
 
+def _accuracy_points(r: ModelResult, results: Sequence[ModelResult]
+                     ) -> list[tuple[str, float, float, float | None]]:
+    """(label, y, ratio, hollow ratio) per int8 variant of `r` on the clean set: y in points
+    against fp32 (the dense model's for the CRNNs), ratio = float bytes / int8 bytes."""
+    dense = next((x for x in results if x.key == "crnn-dense"), r)
+    base = _fp32(dense if r.family == "crnn" else r, "clean")
+    out: list[tuple[str, float, float, float | None]] = []
+    if base is None:
+        return out
+    for a in r.accuracy:
+        if a.dataset != "clean" or a.variant in (ORT_FP32,) or a.variant.startswith("ocrc float"):
+            continue
+        if r.family == "crnn":
+            if a.variant != OCRC_INT8:
+                continue
+            label = r.key.removeprefix("crnn-")
+        elif a.variant == ORT_INT8:
+            label = f"{r.key}: onnxruntime int8"
+        else:
+            label = f"{r.key}: {a.variant.removeprefix('ocrc ')}"
+        ratio = r.float_bytes / (a.compact_bytes or a.nbytes)
+        hollow = r.float_bytes / a.nbytes if a.compact_bytes else None
+        out.append((label, 100 * (a.accuracy - base), ratio, hollow))
+    return out
+
+
 def accuracy_vs_compression(results: Sequence[ModelResult], out: Path) -> Path:
     """Accuracy change against the model's own fp32 vs compression (float bytes over int8
-    bytes): one panel for the real models' variants, one for the demo CRNNs."""
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    bytes): one panel for the real models' variants, one for the demo CRNNs. Points below
+    FLOOR points are drawn on the floor as triangles, labelled with their value."""
+    floor = -25.0
+    fig, axes = plt.subplots(1, 2, figsize=(13, 6.5))
     panels = ((axes[0], [r for r in results if r.family == "real"], "real models, clean set"),
               (axes[1], [r for r in results if r.family == "crnn"],
                "demo CRNNs (compression study), clean set"))
+    colors = plt.get_cmap("tab20").colors
+    markers = ("o", "s", "^", "D")
     for ax, group, title in panels:
-        for r in group:
-            base = _fp32(r, "clean")
-            if base is None:
-                continue
-            for a in r.accuracy:
-                if a.dataset != "clean" or a.variant == ORT_FP32:
+        k = 0
+        for m, r in enumerate(group):
+            for label, y, ratio, hollow in _accuracy_points(r, results):
+                color = colors[k % len(colors)]
+                k += 1
+                marker = markers[m % len(markers)] if r.family == "real" else "o"
+                if y < floor:
+                    ax.scatter(ratio, floor, marker="v", s=50, color=color, zorder=3,
+                               label=f"{label} ({y:.0f})")
                     continue
-                y = 100 * (a.accuracy - base)
-                if r.family == "crnn":
-                    crnn_base = _fp32(next((x for x in results if x.key == "crnn-dense"), r),
-                                      "clean") or base
-                    y = 100 * (a.accuracy - crnn_base)
-                    if a.variant != OCRC_INT8:
-                        continue
-                    label = r.key.removeprefix("crnn-")
-                elif a.variant == ORT_INT8:
-                    label = f"{r.key}: onnxruntime int8"
-                elif a.variant.startswith("ocrc float"):
-                    continue
-                else:
-                    label = f"{r.key}: {a.variant.removeprefix('ocrc ')}"
-                ratio = r.float_bytes / (a.compact_bytes or a.nbytes)
-                pts = ax.scatter(ratio, y, s=36, label=label, zorder=3)
-                if a.compact_bytes:
-                    ax.scatter(r.float_bytes / a.nbytes, y, s=36, facecolors="none",
-                               edgecolors=pts.get_facecolor(), zorder=3)
+                ax.scatter(ratio, y, marker=marker, s=40, color=color, label=label, zorder=3)
+                if hollow is not None:
+                    ax.scatter(hollow, y, marker=marker, s=40, facecolors="none",
+                               edgecolors=[color], zorder=3)
         ax.scatter(LITERATURE_SIZE[0] / LITERATURE_SIZE[1], -3.0, marker="*", s=160,
                    color="k", label="literature: 5.07x, < 3 points lost", zorder=4)
         ax.axhline(0, color="grey", lw=0.8)
         ax.set_xscale("log")
         ax.set_xlabel("float ONNX bytes / int8 bytes (log)")
         ax.set_ylabel("accuracy change vs fp32 (points)")
-        ax.set_title(f"{title}\nfilled: compact int8 weights, hollow: the .npu file",
-                     fontsize=10)
+        ax.set_title(f"{title}\nfilled: compact int8 weights, hollow: the .npu file; "
+                     f"triangles: below {floor:.0f}", fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, loc="lower left")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
     return _save(fig, out)
 
 
@@ -129,9 +147,10 @@ def latency_vs_sparsity(results: Sequence[ModelResult], cfg: Config, out: Path) 
     bx.set_xlabel("weights removed (%)")
     bx.set_ylabel("speed-up over the dense model")
     bx.set_title("speed-up vs sparsity (literature: 1.42x at 78%)")
+    ax.legend(fontsize=7, loc="lower left")
+    bx.legend(fontsize=7, loc="upper left")
     for a in (ax, bx):
         a.grid(True, which="both", alpha=0.3)
-        a.legend(fontsize=7)
     return _save(fig, out)
 
 
