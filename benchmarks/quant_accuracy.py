@@ -32,6 +32,7 @@ from ocrc.compiler.export_onnx import export_onnx
 from ocrc.compiler.ir import Graph, run
 from ocrc.compiler.pipeline import optimize
 from ocrc.compiler.quant import CalibTable, QuantResult, calibrate, prepare, quantize_graph
+from ocrc.compiler.quant.equalize import channel_absmax, equalize
 from ocrc.compiler.quant.report import quant_report
 from ocrc.frontend import import_onnx
 from ocrc.frontend.zoo import fetch_model
@@ -46,25 +47,39 @@ class OcrcInt8:
     """The task's model through ocrc: float passes, prepare, calibration, int8 rewrite; one
     graph per input shape. Callable as a Recognizer running the golden int8 interpreter."""
 
-    def __init__(self, task: OcrTask, method: str) -> None:
+    def __init__(self, task: OcrTask, method: str, equalize: bool) -> None:
         self.path = fetch_model(task.model)
         self.input = onnx.load(str(self.path), load_external_data=False).graph.input[0].name
         self.method = method
+        self.equalize = equalize
+        self.prepared: dict[tuple[int, ...], Graph] = {}
+        self.absmax: dict[str, np.ndarray] = {}
         self.floats: dict[tuple[int, ...], Graph] = {}
         self.quants: dict[tuple[int, ...], QuantResult] = {}
         self.qdq: dict[tuple[int, ...], OrtRecognizer] = {}
         self.table = CalibTable()
 
-    def float_graph(self, shape: tuple[int, ...]) -> Graph:
-        if shape not in self.floats:
+    def prepared_graph(self, shape: tuple[int, ...]) -> Graph:
+        if shape not in self.prepared:
             g = import_onnx(str(self.path), {self.input: list(shape)})
-            self.floats[shape] = prepare(optimize(g))
+            self.prepared[shape] = prepare(optimize(g))
+        return self.prepared[shape]
+
+    def float_graph(self, shape: tuple[int, ...]) -> Graph:
+        """The prepared (and, with equalize, equalised) float graph the int8 model derives
+        from; the equalisation statistics come from every calibration shape."""
+        if shape not in self.floats:
+            g = self.prepared_graph(shape)
+            self.floats[shape] = equalize(g, self.absmax) if self.equalize else g
         return self.floats[shape]
 
     def calibrate(self, inputs: list[np.ndarray]) -> None:
         by_shape = collections.defaultdict(list)
         for x in inputs:
             by_shape[x.shape].append({self.input: x})
+        if self.equalize:
+            for shape in sorted(by_shape):
+                channel_absmax(self.prepared_graph(shape), by_shape[shape], self.absmax)
         for shape in sorted(by_shape):
             calibrate(self.float_graph(shape), by_shape[shape], self.table, progress=False)
 
@@ -84,12 +99,13 @@ class OcrcInt8:
         return self.qdq[x.shape](x)
 
 
-def evaluate(task_name: str, method: str, limit: int | None) -> tuple[list[list[str]], str]:
+def evaluate(task_name: str, method: str, eq: bool,
+             limit: int | None) -> tuple[list[list[str]], str]:
     task = TASKS[task_name]()
     samples = load_dataset(EVAL_SET)[:limit]
     labels = [s.text for s in samples]
     calib = [task.preprocess(s.image) for s in load_dataset(CALIB_SET)]
-    ocrc = OcrcInt8(task, method)
+    ocrc = OcrcInt8(task, method, eq)
     t0 = time.perf_counter()
     ocrc.calibrate(calib)
     t_cal = time.perf_counter() - t0
@@ -104,7 +120,8 @@ def evaluate(task_name: str, method: str, limit: int | None) -> tuple[list[list[
     rows = []
     for variant, preds, vs in (("fp32 (onnxruntime)", fp32, None),
                                ("ort quantize_static int8 QDQ, LSTM float", ort8, None),
-                               (f"ocrc int8 golden interpreter, all integer ({method})", ours,
+                               (f"ocrc int8 golden interpreter, all integer ({method}"
+                                f"{', equalised' if eq else ''})", ours,
                                 None),
                                ("ocrc QDQ export in onnxruntime", qdq, ours)):
         rows.append([task.name, variant, str(len(samples)), f"{100 * accuracy(preds, labels):.1f}%",
@@ -130,12 +147,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     ap.add_argument("--method", default="minmax", help="activation range method")
     ap.add_argument("--limit", type=int, help="evaluate only the first N images")
+    ap.add_argument("--equalize", nargs="+", default=["ppocr-v2-rec"], metavar="TASK",
+                    help="tasks quantised with cross-layer equalisation (default: ppocr-v2-rec)")
     ap.add_argument("--no-write", action="store_true", help="print only")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     rows, notes = [], []
     for name in args.tasks:
-        r, note = evaluate(name, args.method, args.limit)
+        r, note = evaluate(name, args.method, name in args.equalize, args.limit)
         rows += r
         notes.append(note)
     cmd = "python -m benchmarks.quant_accuracy" + "".join(

@@ -21,13 +21,16 @@ from ocrc.compiler.errors import PassError
 from ocrc.compiler.ir.graph import Graph
 from ocrc.compiler.passes.base import Pass, PassContext, register
 from ocrc.compiler.quant.calibrate import CalibTable, calibrate, load_calibration_set
+from ocrc.compiler.quant.bias_correction import bias_correct
 from ocrc.compiler.quant.checks import verify_quantized
+from ocrc.compiler.quant.equalize import channel_absmax, equalize
 from ocrc.compiler.quant.observers import DEFAULT_PERCENTILE, METHODS
 from ocrc.compiler.quant.quantizer import prepare, quantize_graph
 from ocrc.compiler.quant.report import quant_report
 
 log = logging.getLogger(__name__)
 REPORT_SAMPLES = 8  # calibration samples the --quant-report compares on
+EQ_SAMPLES = 16  # calibration samples for equalisation statistics and bias correction
 
 
 def synthetic_samples(g: Graph, n: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
@@ -49,6 +52,8 @@ class Quantize(Pass):
     method: str = "minmax"  # activation ranges: minmax, percentile, entropy, mse
     percentile: float = DEFAULT_PERCENTILE
     calib: str = ""
+    equalize: bool = False  # cross-layer equalisation with per-channel tables (helps PP-OCR)
+    bias_correction: bool = False  # empirical per-channel bias correction (single mode)
 
     def run(self, g: Graph, ctx: PassContext) -> Graph:
         if self.method not in METHODS:
@@ -70,12 +75,19 @@ class Quantize(Pass):
         if data is None:
             raise PassError("quantize: no calibration data; pass --calib DIR|FILE.npz (or the "
                             "pass option calib=...)")
-        if isinstance(data, CalibTable):
-            table, samples = data, None
+        samples = None if isinstance(data, CalibTable) else list(data)
+        if (self.equalize or self.bias_correction) and samples is None:
+            raise PassError("quantize: equalize/bias_correction need calibration samples, not a "
+                            "ready calibration table")
+        if self.equalize and samples is not None:
+            prepared = equalize(prepared, channel_absmax(prepared, samples[:EQ_SAMPLES]))
+        if samples is None:
+            table = data
         else:
-            samples = list(data)
             table = calibrate(prepared, samples, progress=bool(ctx.options.get("progress", True)))
         res = quantize_graph(prepared, table, self.method, self.percentile)
+        if self.bias_correction and samples is not None:
+            res = bias_correct(prepared, res, samples[:EQ_SAMPLES])
         verify_quantized(res.graph)
         ctx.options["quant_result"] = res
         ctx.options["quant_float_graph"] = prepared

@@ -100,6 +100,7 @@ class _Q:
         self.fenv: dict[Value, Value] = {}  # float value -> float value in the new graph
         self.outputs = set(g.outputs)
         self.users = g.users()
+        self.chains = channel_chains(g, self.consts)
 
     # parameters --------------------------------------------------------------------------
     def qp(self, v: Value) -> QParams:
@@ -111,15 +112,38 @@ class _Q:
                                 "calibration on the prepared graph")
         method = "minmax" if v in self.outputs else self.method
         lo, hi = ob.choose_range(method, self.percentile)
-        fns = [(u, unary_fn(u, self.consts)) for u in self.users.get(v, [])]
+        fns = [(u, self.table_fns(u)) for u in self.users.get(v, [])]
         if fns and v not in self.outputs and all(f is not None for _, f in fns):
-            # Only tables read v: its range may shrink to where some table is not flat.
-            bounds = [flat_clip(f, lo, hi, self.qp(u.outputs[0]).scale) for u, f in fns]
+            # Only tables read v: its range may shrink to where every table is flat.
+            bounds = [flat_clip(f, lo, hi, self.qp(self.table_output(u)).scale)
+                      for u, fs in fns for f in fs]  # type: ignore[union-attr]
             lo, hi = min(b[0] for b in bounds), max(b[1] for b in bounds)
             self.res.table_inputs.add(v.name)
         qp = qparams_from_range(lo, hi)
         self.res.qparams[v.name] = qp
         return qp
+
+    def table_fns(self, u: Node) -> list[Any] | None:
+        """The float functions u's int8 table(s) will hold, None if u is not a table."""
+        if u in self.chains:
+            f, _, s = self.chains[u]
+            return chain_fns(f, s)
+        fn = unary_fn(u, self.consts)
+        return None if fn is None else [fn]
+
+    def table_output(self, u: Node) -> Value:
+        return self.chains[u][1].output if u in self.chains else u.outputs[0]
+
+    def channel_lut(self, head: Node) -> None:
+        """A per-channel table for an equalised mul -> f -> mul chain."""
+        f, tail, s = self.chains[head]
+        x, out = head.inputs[0], tail.output
+        assert x is not None
+        qpx, qpy = self.qp(x), self.qp(out)
+        table = np.stack([build_lut(fn, qpx, qpy) for fn in chain_fns(f, s)])
+        y = self.b.op("lut", self.q(x, head), self.b.const(table, f"{out.name}.table"),
+                      name=f.name, axis=1)
+        self.bind(out, y, qpy, f.name)
 
     def bind(self, fv: Value, qv: Value, qp: QParams, layer: str) -> None:
         qv.name = fv.name
@@ -309,6 +333,38 @@ def unary_fn(n: Node, consts: dict[Value, np.ndarray]) -> Any | None:
     return lambda x: ref([x, s] if first else [s, x], {})[0]
 
 
+def channel_chains(g: Graph, consts: dict[Value, np.ndarray]) -> dict[Node, tuple[Node, Node,
+                                                                                 np.ndarray]]:
+    """mul(x, s) -> f -> mul(., 1/s) with per-channel constants [1, C, 1, 1] and single-use
+    links (what `equalize` writes): head mul -> (f, tail mul, s)."""
+    users = g.users()
+    out = {}
+    for n in g.nodes:
+        if n.op.name != "mul" or n.inputs[1] not in consts:
+            continue
+        s = consts[n.inputs[1]]
+        if s.ndim != 4 or s.shape[0] != 1 or s.shape[2:] != (1, 1) or s.size < 2:
+            continue
+        us = users.get(n.output, [])
+        if len(us) != 1 or us[0].op.name not in ACTIVATIONS or n.output in g.outputs:
+            continue
+        f = us[0]
+        us = users.get(f.output, [])
+        if len(us) != 1 or us[0].op.name != "mul" or us[0].inputs[0] is not f.output or \
+                us[0].inputs[1] not in consts or f.output in g.outputs:
+            continue
+        out[n] = (f, us[0], s.reshape(-1).astype(np.float64))
+    return out
+
+
+def chain_fns(f: Node, s: np.ndarray) -> list[Any]:
+    """The per-channel functions x -> f(s_c x) / s_c of a chain."""
+    fn = unary_fn(f, {})
+    assert fn is not None
+    return [lambda x, k=float(k): np.asarray(fn((x * k).astype(np.float32)), np.float64) / k
+            for k in s]
+
+
 def flat_clip(fn: Any, lo: float, hi: float, step: float) -> tuple[float, float]:
     """The part of [lo, hi] where the int8 table of fn is not constant: beyond the returned
     bounds rint(fn(x) / step) does not change, so clipping the input there changes no output
@@ -334,11 +390,14 @@ def quantize_graph(g: Graph, table: CalibTable, method: str = "minmax",
         qp = st.qp(v)
         st.bind(v, st.b.op("quantize", x, scale=qp.scale, zp=qp.zp), qp, "input")
         st.fenv[v] = x
+    skip = {m for f, t, _ in st.chains.values() for m in (f, t)}
     for n in g.nodes:
         name = n.op.name
-        if name == "const":
+        if name == "const" or n in skip:
             continue
-        if n in tail:
+        if n in st.chains:
+            st.channel_lut(n)
+        elif n in tail:
             _emit_float(st, n)
         elif name in ("conv", "dense") or (name == "matmul" and n.inputs[1] in st.consts):
             st.mac(n)

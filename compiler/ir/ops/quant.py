@@ -161,17 +161,36 @@ QDENSE = defop(
 
 # --- elementwise -------------------------------------------------------------------------------
 def _infer_lut(types: Sequence[TensorType | None], attrs: Attrs) -> list[TensorType]:
-    x = _t(types, 0)
+    x, table = _t(types, 0), _t(types, 1)
     _want(x, DType.I8, "input x")
-    _want(types[1], DType.I8, "table", (256,))
+    if table.rank == 2:  # one table per channel along `axis`
+        ax = attrs["axis"]
+        if not -x.rank <= ax < x.rank:
+            raise ValueError(f"axis {ax} is out of range for {x}")
+        _want(table, DType.I8, "per-channel table", (x.shape[ax], 256))
+    else:
+        _want(table, DType.I8, "table", (256,))
     return [x]
 
 
+def _ref_lut(xs: Sequence[np.ndarray | None], a: Attrs) -> list[np.ndarray]:
+    x, table = xs
+    assert x is not None and table is not None
+    x64 = np.asarray(x, np.int64)
+    if table.ndim == 1:
+        return [_i8(qmath.lut_ref(x64, table))]
+    shape = [1] * x.ndim
+    shape[a["axis"]] = -1
+    channel = np.arange(table.shape[0]).reshape(shape)
+    return [_i8(table[channel, x64 + 128])]
+
+
 LUT = defop(
-    "lut", ("x", "table"), _infer_lut,
-    lambda xs, a: [_i8(qmath.lut_ref(np.asarray(xs[0], np.int64), xs[1]))],
-    "int8 table activation: y = table[x + 128] (table: a 256-entry int8 constant).",
-    traits=("quantized", "elementwise"))
+    "lut", ("x", "table"), _infer_lut, _ref_lut,
+    "int8 table activation: y = table[x + 128] (table: a 256-entry int8 constant), or, with a "
+    "[C, 256] table, y = table[c, x + 128] with c the index along `axis` (per-channel tables "
+    "of cross-layer equalisation).",
+    attrs={"axis": AttrDef("int", 1)}, traits=("quantized", "elementwise"))
 
 
 def _infer_rescale(types: Sequence[TensorType | None], attrs: Attrs) -> list[TensorType]:

@@ -1,0 +1,98 @@
+"""Cross-layer equalisation (float semantics kept, per-channel tables), bias correction, and the
+ONNX export (float and QDQ) run by onnxruntime against our interpreter."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+
+from ocrc.compiler.export_onnx import export_onnx
+from ocrc.compiler.ir import Builder, DType, Graph, TensorType, run, verify
+from ocrc.compiler.passes import PassContext, run_passes
+from ocrc.compiler.pipeline import build_pipeline
+from ocrc.compiler.quant import calibrate, prepare, quantize_graph
+from ocrc.compiler.quant.bias_correction import bias_correct
+from ocrc.compiler.quant.checks import verify_quantized
+from ocrc.compiler.quant.equalize import channel_absmax, equalize
+from tests.quant.helpers import demo_graph, demo_samples
+
+
+def mobilenet_block(seed: int = 0) -> Graph:
+    """1x1 conv -> hard_swish -> depthwise 3x3 -> relu -> 1x1, with channel scales spread over
+    three decades (what BN folding leaves in MobileNetV3)."""
+    rng = np.random.default_rng(seed)
+    spread = np.logspace(-2, 1, 8).astype(np.float32)
+    b = Builder()
+    x = b.input("x", TensorType(DType.F32, (1, 4, 6, 6)))
+    w1 = rng.standard_normal((8, 4, 1, 1)).astype(np.float32) * spread.reshape(-1, 1, 1, 1)
+    c1 = b.op("conv", x, b.const(w1), b.const(spread * 0.1), act="hard_swish", out_name="c1")
+    w2 = rng.standard_normal((8, 1, 3, 3)).astype(np.float32) / spread.reshape(-1, 1, 1, 1)
+    c2 = b.op("conv", c1, b.const(w2), group=8, pads=(1, 1, 1, 1), act="relu", out_name="c2")
+    w3 = rng.standard_normal((5, 8, 1, 1)).astype(np.float32)
+    b.output(b.op("conv", c2, b.const(w3), out_name="c3"))
+    return b.graph
+
+
+def samples(n: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return [{"x": rng.standard_normal((1, 4, 6, 6)).astype(np.float32)} for _ in range(n)]
+
+
+def sqnr(f: np.ndarray, q: np.ndarray) -> float:
+    return float(10 * np.log10(np.sum(f.astype(np.float64) ** 2) / np.sum((f - q) ** 2)))
+
+
+def test_equalize_keeps_float_semantics_and_helps_int8() -> None:
+    g = prepare(mobilenet_block())
+    eq = equalize(g, channel_absmax(g, samples(4)))
+    verify(eq)
+    assert sum(n.op.name == "mul" for n in eq.nodes) == 2  # the hard_swish chain
+    for s in samples(2, seed=5):
+        np.testing.assert_allclose(run(eq, s)["c3"], run(g, s)["c3"], rtol=1e-4, atol=1e-4)
+    results = {}
+    for name, graph in (("plain", g), ("equalised", eq)):
+        res = quantize_graph(graph, calibrate(graph, samples(8), progress=False))
+        verify_quantized(res.graph)
+        luts = [n for n in res.graph.nodes if n.op.name == "lut"]
+        if name == "equalised":
+            assert any(res.graph.const_value(n.inputs[1]).ndim == 2 for n in luts)
+        results[name] = np.mean([sqnr(run(g, s)["c3"], run(res.graph, s)["c3"])
+                                 for s in samples(3, seed=9)])
+    assert results["equalised"] > results["plain"] + 3.0
+
+
+def test_pass_options_equalize_and_bias_correction() -> None:
+    ctx = PassContext(options={"calibration": samples(6), "progress": False})
+    q = run_passes(mobilenet_block(), build_pipeline(
+        "quantize{equalize=true,bias_correction=true}"), ctx)
+    verify_quantized(q)
+    g = mobilenet_block()
+    s = samples(1, seed=3)[0]
+    assert sqnr(run(g, s)["c3"], run(q, s)["c3"]) > 20.0
+
+
+def test_bias_correction_keeps_the_graph_valid(quantized_demo: object) -> None:
+    g = prepare(demo_graph())
+    res = quantize_graph(g, calibrate(g, demo_samples(4), progress=False))
+    fixed = bias_correct(g, res, demo_samples(3))
+    verify(fixed.graph)
+    verify_quantized(fixed.graph)
+
+
+def _ort(model: object) -> ort.InferenceSession:
+    return ort.InferenceSession(model.SerializeToString(),  # type: ignore[attr-defined]
+                                providers=["CPUExecutionProvider"])
+
+
+def test_onnx_export_float_and_qdq(quantized_demo: object) -> None:
+    g = prepare(demo_graph())
+    f_sess = _ort(export_onnx(g))
+    q_sess = _ort(export_onnx(g, quantized_demo))  # type: ignore[arg-type]
+    qg = quantized_demo.graph  # type: ignore[attr-defined]
+    for s in demo_samples(3, seed=11):
+        np.testing.assert_allclose(f_sess.run(None, s)[0], run(g, s)["prob"], rtol=1e-4,
+                                   atol=1e-5)
+        golden = run(qg, s)["prob"]
+        qdq = q_sess.run(None, s)[0]
+        assert np.mean(qdq.argmax(-1) == golden.argmax(-1)) >= 0.75
+        assert sqnr(golden, qdq) > 20.0
