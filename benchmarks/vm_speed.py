@@ -278,7 +278,11 @@ def sweep() -> list[list[object]]:
 
     @njit
     def i16(col8, wg, out):  # type: ignore[no-untyped-def]
-        K._dot_i32(col8.astype(np.int16) - 3, wg, out)
+        xz = np.empty(col8.shape, np.int16)
+        for i in range(col8.shape[0]):
+            for j in range(col8.shape[1]):
+                xz[i, j] = col8[i, j] - 3
+        K._dot_i32(xz, wg, out)
 
     rng = np.random.default_rng(0)
     rows: list[list[object]] = []
