@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 SPARSITIES = (0.5, 0.7, 0.8, 0.9)
 ENERGIES = (0.95, 0.9, 0.8)
 NM = ("2:4",)
+ERROR_WEIGHT = 0.01  # loss points per percent of relative output error (a tie-breaker)
 
 
 @dataclass(frozen=True)
@@ -207,12 +208,13 @@ def relative_error(ref: Sequence[Sequence[np.ndarray]],
 
 def _pick(sw: Sweep, price: float, total: int) -> list[Setting]:
     """Per layer, the setting minimising cost + price * bytes / total (ties: fewer bytes).
-    The cost is the setting's metric loss plus its continuous output error: a discrete metric
-    (agreement) alone cannot rank the many settings that change no decoded string."""
+    The cost is the setting's metric loss plus ERROR_WEIGHT times its continuous output error:
+    a discrete metric (agreement) alone cannot rank the many settings that change no decoded
+    string, yet the loss stays the primary criterion."""
     chosen = []
     for rs in sw.by_layer().values():
         rs = [r for r in rs if r.setting.kind not in ("int8", "int16") and math.isfinite(r.loss)]
-        best = min(rs, key=lambda r: (max(r.loss, 0.0) + r.error
+        best = min(rs, key=lambda r: (max(r.loss, 0.0) + ERROR_WEIGHT * r.error
                                       + price * r.setting.nbytes / total, r.setting.nbytes))
         if best.setting.kind != "none":
             chosen.append(best.setting)
