@@ -89,12 +89,11 @@ def limits_text(cfg: Config, specs: list[ModelSpec]) -> str:
     return "; ".join(parts)
 
 
-def header_text(command: str, seconds: float, plots: dict[str, Path]) -> str:
-    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+def header_text(command: str, seconds: float, plots: dict[str, Path], finished: str) -> str:
     links = " · ".join(f"[{PLOT_TITLES[k]}](plots/{PLOTS[k]})" for k in PLOTS if k in plots)
     return (f"**Scoreboard**: `{command}` regenerates the `{SECTION}` section below and the "
             f"plots (it fetches the models, generates the data sets and runs every variant). "
-            f"Last run: {now}, {seconds / 60:.1f} min, on {machine()}.\n\nPlots: {links}.\n\n"
+            f"Last run: {finished}, {seconds / 60:.1f} min, on {machine()}.\n\nPlots: {links}.\n\n"
             "The other sections are written by their own scripts; each states its command.")
 
 
@@ -150,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         saved = json.loads(json_path.read_text())
         results = [result_from_dict(d) for d in saved["results"]]
         seconds, command = saved["seconds"], saved["command"]
+        finished = saved.get("finished", "")
     else:
         missing = sorted(set(cfg.models) - {s.key for s in specs})
         if missing:
@@ -158,12 +158,14 @@ def main(argv: list[str] | None = None) -> int:
         prepare_inputs(specs)
         results = run_all(cfg, specs, jobs=args.jobs)
         seconds = time.perf_counter() - t0
+        finished = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
         OUT_DIR.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps({"command": command, "seconds": seconds,
+                                         "finished": finished,
                                          "results": [asdict(r) for r in results]}, indent=1))
     plots = make_plots(results, cfg, plots_dir)
     body = section_body(results, cfg, command, seconds, limits_text(cfg, specs))
-    header = header_text(command, seconds, plots)
+    header = header_text(command, seconds, plots, finished)
     print(body)
     if write:
         write_header(header)

@@ -168,7 +168,8 @@ def layer_cycles(r: ModelResult, out: Path) -> Path:
                                                                                 "vector"))
     ax.set_yticks(list(ys), [s.name[:48] for s in layers], fontsize=7)
     ax.invert_yaxis()
-    ax.set_xlabel("busy cycles")
+    ax.set_xscale("log")  # the LSTM's recurrent steps dwarf the convs on a linear axis
+    ax.set_xlabel("busy cycles (log)")
     preset = layers[0].preset if layers else ""
     total = sum(s.cycles for s in layers)
     ax.set_title(f"{r.label} on {preset}: per-layer busy cycles (sum of layer maxima "
