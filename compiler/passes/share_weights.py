@@ -9,8 +9,8 @@ import logging
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ocrc.compiler.compress.storage import kmeans_codebook, quantize_to_codebook, weight_values
 from ocrc.compiler.compress.sites import parse_layer_values
+from ocrc.compiler.compress.storage import kmeans_codebook, quantize_to_codebook, weight_values
 from ocrc.compiler.errors import PassError
 from ocrc.compiler.ir.graph import Graph, Node
 from ocrc.compiler.passes.base import Pass, PassContext, register
@@ -22,13 +22,16 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class ShareWeights(Pass):
     """Replace the int8 weights of qconv/qdense/qlstm by their nearest of `centroids` k-means
-    centroids per tensor (`layers=name:0;...` limits it to those layers; names as in the
-    storage report, qlstm as NAME.W / NAME.R). Needs a quantised graph. The codebooks land in
-    ctx.options['codebooks'] (layer -> int8[centroids]) for the storage report."""
+    centroids per tensor (`layers=name:0;...` limits it to those layers, `exclude=a+b` skips
+    some; names as in the storage report, qlstm as NAME.W / NAME.R). Nonzero weights stay
+    nonzero. Needs a quantised graph. The codebooks land in ctx.options['codebooks'] (layer ->
+    int8[centroids]) for the storage report. A wide classifier (thousands of classes) rarely
+    survives 16 levels: its argmax over many noisy logits is fragile."""
 
     name: ClassVar[str] = "share-weights"
     centroids: int = 16
     layers: str = ""
+    exclude: str = ""  # layer names joined by '+', left as they are
 
     def __post_init__(self) -> None:
         if self.centroids not in (16, 256):
@@ -43,7 +46,7 @@ class ShareWeights(Pass):
         new = {}
         books = ctx.options.setdefault("codebooks", {})
         for layer, v in targets:
-            if only and layer not in only:
+            if (only and layer not in only) or layer in self.exclude.split("+"):
                 continue
             w = g.const_value(v)
             assert w is not None
