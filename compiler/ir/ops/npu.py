@@ -18,7 +18,7 @@ import numpy as np
 from ocrc.compiler.ir.opdef import AttrDef, Attrs, defop
 from ocrc.compiler.ir.ops.elementwise import broadcast_shape
 from ocrc.compiler.ir.ops.nn import WINDOW_ATTRS, window_out
-from ocrc.compiler.ir.ops.qlstm import GATE_FRAC, N_TABLES, _matmul_exact
+from ocrc.compiler.ir.ops.qlstm import N_TABLES, lstm_steps
 from ocrc.compiler.ir.ops.rnn import LSTM_DIRECTIONS
 from ocrc.compiler.ir.types import DType, TensorType
 from ocrc.runtime import qmath
@@ -262,10 +262,9 @@ def _ref_lstm(xs: Sequence[np.ndarray | None], a: Attrs) -> list[np.ndarray]:
     assert tx is not None and r is not None and rqp is not None and tab is not None
     d_n, hs = LSTM_DIRECTIONS[a["direction"]], a["hidden_size"]
     t_n = tx.shape[0]
-    zh, i16 = a["h_zp"], (qmath.INT16_MIN, qmath.INT16_MAX)
+    zh = a["h_zp"]
     y = np.zeros((t_n, d_n, 1, hs), np.int64)
     hn, cn = np.zeros((d_n, 1, hs), np.int64), np.zeros((d_n, 1, hs), np.int64)
-    gate_of_row = np.repeat(np.arange(4), hs)
     for d in range(d_n):
         reverse = a["direction"] == "reverse" or d == 1
         tables = np.asarray(tab[d], np.int64)
@@ -275,19 +274,7 @@ def _ref_lstm(xs: Sequence[np.ndarray | None], a: Attrs) -> list[np.ndarray]:
         h = np.asarray(h0[d], np.int64) if h0 is not None else np.full((1, hs), zh, np.int64)
         c = np.asarray(c0[d], np.int64) if c0 is not None else np.zeros((1, hs), np.int64)
         frac = a["cell_frac"][d]
-        for step in (range(t_n - 1, -1, -1) if reverse else range(t_n)):
-            th = qmath.mul_round_shift(_matmul_exact(h - zh, r64), hm, hsh)
-            p = qmath.clamp(qmath.mul_round_shift(txd[step] + th, 1, qmath.ADD_FRAC_BITS),
-                            qmath.INT8_MIN, qmath.INT8_MAX)
-            g = tables[gate_of_row, p + 128]
-            gi, go, gf, gc = (g[:, k * hs:(k + 1) * hs] for k in range(4))
-            c = qmath.add16_ref(qmath.mul16_ref(gf, c, 1, GATE_FRAC, *i16),
-                                qmath.mul16_ref(gi, gc, 1, 2 * GATE_FRAC - frac, *i16), *i16)
-            u = qmath.rescale_ref(c, 0, a["cell_mult"][d], a["cell_shift"][d], 0,
-                                  qmath.INT8_MIN, qmath.INT8_MAX)
-            h = qmath.rescale_ref(go * tables[N_TABLES - 1, u + 128], 0, a["out_mult"][d],
-                                  a["out_shift"][d], zh, qmath.INT8_MIN, qmath.INT8_MAX)
-            y[step, d] = h
+        h, c = lstm_steps(txd, r64, hm, hsh, tables, h, c, zh, frac, a, d, reverse, y[:, d])
         hn[d], cn[d] = h, c
     return [y.astype(np.int8), hn.astype(np.int8), cn.astype(np.int16)]
 

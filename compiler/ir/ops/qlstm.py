@@ -63,6 +63,33 @@ def _matmul_exact(a: np.ndarray, w64: np.ndarray) -> np.ndarray:
     return np.rint(a.astype(np.float64) @ w64.T).astype(np.int64)
 
 
+def lstm_steps(tx: np.ndarray, r64: np.ndarray, hmult: np.ndarray, hshift: np.ndarray,
+               tables: np.ndarray, h: np.ndarray, c: np.ndarray, zh: int, frac: int, a: Attrs,
+               d: int, reverse: bool, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The recurrent steps of one direction, the one definition of the integer LSTM cell
+    (docs/quantization.md) that qlstm and the lowered npu.lstm both run: per step the
+    recurrent GEMM and its rescale, the saturated int8 gate pre-activation, the gate tables
+    (Q0.15), the int16 cell update, tanh(c) by table and the int8 hidden state. tx: the rescaled
+    input projections [T, B, 4H]; writes y[step] = h; returns the final (h, c)."""
+    hs = h.shape[-1]
+    i16 = (qmath.INT16_MIN, qmath.INT16_MAX)
+    gate_of_row = np.repeat(np.arange(4), hs)  # row g of [4H] belongs to gate g // H
+    for step in (range(tx.shape[0] - 1, -1, -1) if reverse else range(tx.shape[0])):
+        th = qmath.mul_round_shift(_matmul_exact(h - zh, r64), hmult, hshift)
+        p = qmath.clamp(qmath.mul_round_shift(tx[step] + th, 1, qmath.ADD_FRAC_BITS),
+                        qmath.INT8_MIN, qmath.INT8_MAX)
+        g = tables[gate_of_row, p + 128]  # [B, 4H] Q0.15 gate values
+        gi, go, gf, gc = (g[:, k * hs:(k + 1) * hs] for k in range(4))
+        c = qmath.add16_ref(qmath.mul16_ref(gf, c, 1, GATE_FRAC, *i16),
+                            qmath.mul16_ref(gi, gc, 1, 2 * GATE_FRAC - frac, *i16), *i16)
+        u = qmath.rescale_ref(c, 0, a["cell_mult"][d], a["cell_shift"][d], 0,
+                              qmath.INT8_MIN, qmath.INT8_MAX)
+        h = qmath.rescale_ref(go * tables[N_TABLES - 1, u + 128], 0, a["out_mult"][d],
+                              a["out_shift"][d], zh, qmath.INT8_MIN, qmath.INT8_MAX)
+        y[step] = h
+    return h, c
+
+
 def _ref_qlstm(xs: Sequence[np.ndarray | None], a: Attrs) -> list[np.ndarray]:
     x, w, r, bias, xm, xsh, hm, hsh, tab, h0, c0 = (list(xs) + [None] * 11)[:11]
     assert x is not None and w is not None and r is not None and bias is not None
@@ -71,11 +98,9 @@ def _ref_qlstm(xs: Sequence[np.ndarray | None], a: Attrs) -> list[np.ndarray]:
     d_n, hs = LSTM_DIRECTIONS[a["direction"]], a["hidden_size"]
     t_n, bs, _ = x.shape
     zx, zh = a["x_zp"], a["h_zp"]
-    i16 = (qmath.INT16_MIN, qmath.INT16_MAX)
     y = np.zeros((t_n, d_n, bs, hs), np.int64)
     hn = np.zeros((d_n, bs, hs), np.int64)
     cn = np.zeros((d_n, bs, hs), np.int64)
-    gate_of_row = np.repeat(np.arange(4), hs)  # row g of [4H] belongs to gate g // H
     x64 = np.asarray(x, np.int64)
     for d in range(d_n):
         reverse = a["direction"] == "reverse" or d == 1
@@ -88,19 +113,8 @@ def _ref_qlstm(xs: Sequence[np.ndarray | None], a: Attrs) -> list[np.ndarray]:
         h = np.asarray(h0[d], np.int64) if h0 is not None else np.full((bs, hs), zh, np.int64)
         c = np.asarray(c0[d], np.int64) if c0 is not None else np.zeros((bs, hs), np.int64)
         frac = a["cell_frac"][d]
-        for step in (range(t_n - 1, -1, -1) if reverse else range(t_n)):
-            th = qmath.mul_round_shift(_matmul_exact(h - zh, r64), hmult, hshift)
-            p = qmath.clamp(qmath.mul_round_shift(tx[step] + th, 1, qmath.ADD_FRAC_BITS),
-                            qmath.INT8_MIN, qmath.INT8_MAX)
-            g = tables[gate_of_row, p + 128]  # [B, 4H] Q0.15 gate values
-            gi, go, gf, gc = (g[:, k * hs:(k + 1) * hs] for k in range(4))
-            c = qmath.add16_ref(qmath.mul16_ref(gf, c, 1, GATE_FRAC, *i16),
-                                qmath.mul16_ref(gi, gc, 1, 2 * GATE_FRAC - frac, *i16), *i16)
-            u = qmath.rescale_ref(c, 0, a["cell_mult"][d], a["cell_shift"][d], 0,
-                                  qmath.INT8_MIN, qmath.INT8_MAX)
-            h = qmath.rescale_ref(go * tables[N_TABLES - 1, u + 128], 0, a["out_mult"][d],
-                                  a["out_shift"][d], zh, qmath.INT8_MIN, qmath.INT8_MAX)
-            y[step, d] = h
+        h, c = lstm_steps(tx, r64, hmult, hshift, tables, h, c, zh, frac, a, d, reverse,
+                          y[:, d])
         hn[d], cn[d] = h, c
     return [y.astype(np.int8), hn.astype(np.int8), cn.astype(np.int16)]
 
