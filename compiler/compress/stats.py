@@ -100,4 +100,5 @@ def site_grams(g: Graph, sites: Sequence[Site], options: Mapping[str, object],
     given = options.get("input_grams")
     if isinstance(given, Mapping) and all(s.layer in given for s in sites):
         return {s.layer: np.asarray(given[s.layer]) for s in sites}
-    return input_grams(g, sites, matching(g, options.get("calibration"), what))  # type: ignore[arg-type]
+    samples = matching(g, options.get("calibration"), what)  # type: ignore[arg-type]
+    return input_grams(g, sites, samples)

@@ -56,10 +56,11 @@ class Prune(Pass):
     """Multiply selected weights by a 0/1 mask.
 
     `sparsity` (per layer; `scope=global`: one threshold over all selected weights;
-    `scope=row`: the same sparsity in every output row), `nm=N:M` (keep the N largest of every M consecutive weights along the reduction
-    axis; layers whose axis M does not divide are skipped and reported, unless named in
-    `layers`), `layers=name:sparsity;...` (per-layer overrides; with nm, the layers to prune)
-    and `masks=FILE.npz` (applied first; they select their own tensors). `ops` chooses the
+    `scope=row`: the same sparsity in every output row), `nm=N:M` (keep the N largest of every
+    M consecutive weights along the reduction axis; layers whose axis M does not divide are
+    skipped and reported, unless named in `layers`), `layers=name:sparsity;...` (per-layer
+    overrides; with nm, the layers to prune) and `masks=FILE.npz` (applied first; they select
+    their own tensors). `ops` chooses the
     layer kinds (conv+dense+matmul+lstm). `criterion=activation` ranks |w| * ||x|| (the
     weight times the norm of its input over ctx.options['calibration'] or precomputed
     ctx.options['input_grams'], as in Wanda) instead of |w|. Bad values raise PassError at

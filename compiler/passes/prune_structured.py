@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-
 from ocrc.compiler.compress.groups import analyse
 from ocrc.compiler.compress.importance import CRITERIA, scores
 from ocrc.compiler.compress.masks import check_sparsity
@@ -103,8 +102,8 @@ class PruneStructured(Pass):
                 for i in grp:
                     src, j = ch.sources[i]
                     drop.setdefault(node_layer(src), []).append(j)
-            rows.append(StructuredRow(key, n, n - kept, self.criterion,
-                                      tuple((k, tuple(sorted(v))) for k, v in sorted(drop.items()))))
+            filters = tuple((k, tuple(sorted(v))) for k, v in sorted(drop.items()))
+            rows.append(StructuredRow(key, n, n - kept, self.criterion, filters))
             log.info("prune-structured %s: %d -> %d channels", "+".join(key), n, kept)
         ctx.options.setdefault("reports", {})["prune-structured"] = rows
         if not removed:

@@ -25,7 +25,8 @@ def _run(text: str, ctx: PassContext | None = None):
 @pytest.mark.parametrize("energy", [0.5, 0.8, 0.95, 0.999])
 def test_svd_error_within_discarded_energy(energy: float) -> None:
     rng = np.random.default_rng(0)
-    w = rng.standard_normal((60, 24)) @ np.diag(0.8 ** np.arange(24)) @ rng.standard_normal((24, 24))
+    decay = np.diag(0.8 ** np.arange(24))
+    w = rng.standard_normal((60, 24)) @ decay @ rng.standard_normal((24, 24))
     for mat in (w, w.T):
         d = svd.decompose(mat)
         r = svd.energy_rank(d.s, energy)

@@ -6,7 +6,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 from ocrc.compiler.ir.verify import verify
 from ocrc.compiler.passes import PassContext, parse_pipeline, run_passes
 from ocrc.compiler.pipeline import optimize
