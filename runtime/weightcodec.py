@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
-
 from ocrc.runtime.errors import OcrcError
 from ocrc.runtime.isa import Comp
 
