@@ -15,7 +15,7 @@ def test_demo_reads_the_bundled_images(tmp_path: Path, capsys: pytest.CaptureFix
     right = int(out.split("recognised ")[1].split("/")[0])
     assert right >= 5, out  # int8 may lose at most one of the six strings
     assert "x smaller" in out and "MAC utilisation" in out
-    assert (tmp_path / "demo" / "crnn_dense.npu").stat().st_size > 0
+    assert (tmp_path / "demo" / "crnn_sparse78.npu").stat().st_size > 0
     dumps = sorted((tmp_path / "demo" / "ir").glob("*.ir"))
     assert dumps and dumps[-1].name.endswith("npu-lower.ir")
 
