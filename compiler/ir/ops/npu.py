@@ -19,6 +19,7 @@ from ocrc.compiler.ir.opdef import AttrDef, Attrs, defop
 from ocrc.compiler.ir.ops.elementwise import broadcast_shape
 from ocrc.compiler.ir.ops.nn import WINDOW_ATTRS, window_out
 from ocrc.compiler.ir.ops.qlstm import N_TABLES, lstm_steps
+from ocrc.compiler.ir.ops.quant import ref_qconcat
 from ocrc.compiler.ir.ops.rnn import LSTM_DIRECTIONS
 from ocrc.compiler.ir.types import DType, TensorType
 from ocrc.runtime import qmath
@@ -220,10 +221,8 @@ def _infer_concat(types: Sequence[TensorType | None], a: Attrs) -> list[TensorTy
 
 
 def _ref_concat(xs: Sequence[np.ndarray | None], a: Attrs) -> list[np.ndarray]:
-    parts = [qmath.rescale_ref(np.asarray(x, np.int64), zx, m, s, a["y_zp"], qmath.INT8_MIN,
-                               qmath.INT8_MAX)
-             for x, zx, m, s in zip(xs, a["x_zps"], a["mults"], a["shifts"])]
-    return [_i8(np.concatenate(parts, axis=a["axis"]))]
+    """The same numbers as qconcat (one definition of the rescaling)."""
+    return ref_qconcat(xs, a)
 
 
 CONCAT = defop(

@@ -275,7 +275,7 @@ def _infer_qconcat(types: Sequence[TensorType | None], attrs: Attrs) -> list[Ten
                        + xs[0].shape[ax + 1:])]
 
 
-def _ref_qconcat(xs: Sequence[np.ndarray | None], a: Attrs) -> list[np.ndarray]:
+def ref_qconcat(xs: Sequence[np.ndarray | None], a: Attrs) -> list[np.ndarray]:
     parts = [qmath.rescale_ref(np.asarray(x, np.int64), zx, m, s, a["y_zp"], qmath.INT8_MIN,
                                qmath.INT8_MAX)
              for x, zx, m, s in zip(xs, a["x_zps"], a["mults"], a["shifts"])]
@@ -283,7 +283,7 @@ def _ref_qconcat(xs: Sequence[np.ndarray | None], a: Attrs) -> list[np.ndarray]:
 
 
 QCONCAT = defop(
-    "qconcat", ("xs*",), _infer_qconcat, _ref_qconcat,
+    "qconcat", ("xs*",), _infer_qconcat, ref_qconcat,
     "int8 concat along `axis`; operand i is first rescaled to the output's zero point: "
     "clamp(mul_round_shift(x_i - x_zps[i], mults[i], shifts[i]) + y_zp, -128, 127).",
     attrs={"axis": AttrDef("int"), "x_zps": AttrDef("ints"), "mults": AttrDef("ints"),
