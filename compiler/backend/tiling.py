@@ -94,8 +94,10 @@ def candidates(kernel: Kernel, ctx: Ctx) -> list[dict[str, Any]]:
         # multiple of g4/8 when only part fits), the rest streamed in blocks of nb rows
         g4 = 4 * n.attr("hidden_size")
         step = max(cols, -(-g4 // 8 // cols) * cols)
+        # with nothing resident, R streams in blocks down to one array width, so the kernel
+        # fits any SRAM that holds its state (npu-lite); partial residency is for big SRAMs
         return [{"res": g4, "nb": g4}] + [{"res": res, "nb": nb} for res in range(0, g4, step)
-                                          for nb in _splits(g4 - res, cols, 5)]
+                                          for nb in _splits(g4 - res, cols, 12 if res == 0 else 5)]
     if name == "npu.concat":
         out_t = n.output.type
         from ocrc.compiler.backend import layout as L

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from ocrc.compiler.ir import Graph
 
-from tests.backend.helpers import TARGETS, G, check_exact, quantise
+from tests.backend.helpers import TARGETS, G, check_exact, quantise, tiny_target
 
 
 def conv_plain() -> Graph:
@@ -164,3 +164,16 @@ def test_deterministic() -> None:
     b = compile_program(qg, t).program.to_bytes()
     assert a == b
     assert np.frombuffer(a, np.uint8).size > 0
+
+
+def test_lstm_streams_r_in_small_blocks_when_sram_is_small() -> None:
+    """R of one direction (512 x 128 = 64 KiB) is twice the target's whole SRAM: the LSTM must
+    stream it in blocks of a few rows (ddddocr's 2048 x 512 R on npu-lite is this case)."""
+    h = 128
+    g = G((1, 8, 1, 4))
+    t = g.op("reshape", g.op("transpose", g.x, perm=(3, 0, 1, 2)), shape=(4, 1, 8))
+    y, _, _ = g.b.emit("lstm", [t, g.w(2, 4 * h, 8), g.w(2, 4 * h, h), g.w(2, 8 * h, sc=0.1)],
+                       {"hidden_size": h, "direction": "bidirectional"})
+    res, _ = check_exact(quantise(g.graph(y)), tiny_target(32768))
+    lstm = [t for k, t in zip(res.plan.kernels, res.tilings) if k.anchor.op.name == "npu.lstm"]
+    assert lstm[0].params["res"] == 0 and lstm[0].params["nb"] <= 4 * h // 8
