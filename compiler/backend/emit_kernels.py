@@ -126,6 +126,12 @@ class ConvEmitter(TailMixin):
         if split_in and cb % ng:
             raise Misfit("a channel block must hold whole groups")
         cin_b = cb // ng * cg if split_in else cin
+        # reduction split (ungrouped convs): input channels in chunks of kc, the int32 partial
+        # sums accumulate in SRAM (CONV acc=1) and one REQUANT per tile finishes them
+        kc = self.params.get("kc", cin) if is_conv and g == 1 else cin_b
+        chunks = _bands(cin_b, kc) if not split_in else [(0, cin_b)]
+        red = len(chunks) > 1
+        cin_b = chunks[0][1] - chunks[0][0]
         geo = []
         for oy0, oy1 in bands:
             iy0 = max(0, oy0 * sh - pt)
@@ -144,9 +150,11 @@ class ConvEmitter(TailMixin):
         xbufs = [self.alloc(hmax * w * cin_b) for _ in range(nbuf)] \
             if self.needs_buf(xv, 2, cin_b) else [None]
         gi_of = (lambda c0, c1: (c1 - c0) // ng) if split_in else (lambda c0, c1: g)
-        load = self._weights(n, blocks, is_conv, gi_of, rb * wo)
+        load = self._weights(n, blocks, is_conv, gi_of, rb * wo, chunks)
         in_place = self.in_place(ov, cb)
         obufs = [None] if in_place else [self.alloc(rb * wo * cb) for _ in range(nbuf)]
+        accbuf = self.alloc(rb * wo * cb * 4) if red else None
+        zq = self.load_const("zero_qp", np.zeros(3 * cb, np.int32)) if red else None
         self.prepare_tail(self.kernel.nodes[1:], ov, rb * wo, cb)
         inner_bands = self.params.get("order", "bands") == "bands" or len(blocks) == 1
         order = ([(j, i) for j in range(len(blocks)) for i in range(len(bands))] if inner_bands
@@ -154,26 +162,39 @@ class ConvEmitter(TailMixin):
         loaded, t, nfetch, xa, xband = -1, 0, 0, None, (-1, -1)
         for j, i in order:
             self.tile()
-            if j != loaded:
-                wb, qb, mac = load(j)
-                loaded = j
             oy0, oy1, iy0, iy1, tpt, tpb = geo[i]
             c0, c1 = blocks[j]
-            ic0, ic1 = (c0 // ng * cg, c1 // ng * cg) if split_in else (0, cin)
-            if xband != (i, ic0):
-                xa = self.fetch(xv, iy0 * w, iy1 * w, ic0, ic1, xbufs[nfetch % len(xbufs)])
-                xband, nfetch = (i, ic0), nfetch + 1
             dst = ov.at(oy0 * wo, c0) if in_place else obufs[t % len(obufs)]
-            # A band of one output row has exactly one window: any stride gives it, and 1
-            # fits the ISA's stride field whatever the layer's stride.
-            f = dict(src=xa, dst=dst, h=iy1 - iy0, w=w, kh=kh, kw=kw,
-                     sh=1 if oy1 - oy0 == 1 else sh, sw=sw, pt=tpt,
-                     pb=tpb, pl=pl, pr=pr, lo=a["lo"], hi=a["hi"])
-            if is_conv:
-                self.ins(Opcode.CONV, mac, wgt=wb, qp=qb, cin=ic1 - ic0, cout=c1 - c0, dh=dh,
-                         dw=dw, groups=gi_of(c0, c1), zx=a["x_zp"], zy=a["y_zp"], out=DType.I8,
-                         **f)
-            else:
+            for q, (k0, k1) in enumerate(chunks):
+                if (j, q) != loaded:
+                    wb, qb, mac = load(j, q)
+                    loaded = (j, q)
+                ic0, ic1 = (c0 // ng * cg, c1 // ng * cg) if split_in else (k0, k1)
+                if xband != (i, ic0):
+                    xa = self.fetch(xv, iy0 * w, iy1 * w, ic0, ic1,
+                                    xbufs[nfetch % len(xbufs)])
+                    xband, nfetch = (i, ic0), nfetch + 1
+                # A band of one output row has exactly one window: any stride gives it, and 1
+                # fits the ISA's stride field whatever the layer's stride.
+                f = dict(src=xa, h=iy1 - iy0, w=w, kh=kh, kw=kw,
+                         sh=1 if oy1 - oy0 == 1 else sh, sw=sw, pt=tpt,
+                         pb=tpb, pl=pl, pr=pr, lo=a["lo"], hi=a["hi"])
+                if not is_conv:
+                    break
+                common = dict(cin=ic1 - ic0, cout=c1 - c0, dh=dh, dw=dw, groups=gi_of(c0, c1),
+                              zx=a["x_zp"], **f)
+                if red:
+                    self.ins(Opcode.CONV, mac, wgt=wb, qp=zq, dst=accbuf, zy=0, out=DType.I32,
+                             acc=int(q > 0), **common)
+                else:
+                    self.ins(Opcode.CONV, mac, wgt=wb, qp=qb, dst=dst, zy=a["y_zp"],
+                             out=DType.I8, **common)
+            if red:
+                self.ins(Opcode.REQUANT, src=accbuf, dst=dst, count=(oy1 - oy0) * wo * (c1 - c0),
+                         chan=c1 - c0, qp=qb, zy=a["y_zp"], lo=a["lo"], hi=a["hi"],
+                         out_dt=DType.I8)
+            if not is_conv:
+                f["dst"] = dst
                 mode = {"max": PoolMode.MAX, "avg": PoolMode.AVG,
                         "avg_pad": PoolMode.AVG_PAD}[a["mode"]]
                 self.ins(Opcode.POOL, qp=qb, c=ic1 - ic0, zx=a["x_zp"], zy=a["y_zp"], mode=mode,
@@ -184,37 +205,48 @@ class ConvEmitter(TailMixin):
             t += 1
 
     def _weights(self, n: Node, blocks: list[tuple[int, int]], is_conv: bool, gi_of: Any,
-                 m: int) -> Any:
-        """A function block -> (SRAM weights, SRAM qp, sparsity plan) that loads the block
-        (ping-pong); each block is its own stream in its smallest format."""
+                 m: int, chunks: list[tuple[int, int]]) -> Any:
+        """A function (block, input-channel chunk) -> (SRAM weights, SRAM qp, sparsity plan)
+        that loads them (ping-pong; the qp with a block's first chunk); each (block, chunk) is
+        its own stream in its smallest format."""
         if not is_conv:
             qp = 0
             if n.inputs[1] is not None:
                 qp = self.load_const(f"{n.output.name}.qp", self.ctx.array(n.inputs[1]))
-            return lambda j: (0, qp, None)
+            return lambda j, q: (0, qp, None)
         wv = n.inputs[1]
         w = self.ctx.array(wv).astype(np.int8)
         qp_all = self.ctx.array(n.inputs[2])
-        kk = int(np.prod(w.shape[1:]))
+        whole = len(chunks) == 1 and chunks[0] == (0, w.shape[3])
         cb = blocks[0][1] - blocks[0][0]
+        kk = int(np.prod(w.shape[1:3])) * (chunks[0][1] - chunks[0][0])
         qblob = np.concatenate([qp_all[:, c0:c1].ravel() for c0, c1 in blocks]).astype(np.int32)
-        wd, streams = self.weight_streams(f"{n.output.name}.w",
-                                          [((wv, c0, c1), w[c0:c1]) for c0, c1 in blocks])
+        if whole:  # the key names a block across tilings (the unsplit form as before)
+            parts = [((wv, c0, c1), w[c0:c1]) for c0, c1 in blocks]
+        else:
+            parts = [((wv, c0, c1, k0, k1), w[c0:c1, :, :, k0:k1]) for c0, c1 in blocks
+                     for k0, k1 in chunks]
+        wd, streams = self.weight_streams(f"{n.output.name}.w", parts)
         qd = self.const(f"{n.output.name}.qp", qblob)
-        nb = 1 if len(blocks) == 1 else 2
+        nb = 1 if len(parts) == 1 else 2
+        nq = 1 if len(blocks) == 1 else 2
         wbufs = [self.alloc(cb * kk) for _ in range(nb)]
-        qbufs = [self.alloc(12 * cb) for _ in range(nb)]
-        count = [0]
+        qbufs = [self.alloc(12 * cb) for _ in range(nq)]
+        count = [0, -1, 0]  # weight loads, block of the loaded qp, qp loads
 
-        def load(j: int) -> tuple[int, int, MacWeights]:
+        def load(j: int, q: int) -> tuple[int, int, MacWeights]:
             c0, c1 = blocks[j]
             k = count[0] % nb
             count[0] += 1
-            self.loadw(wd, streams[j], wbufs[k])
-            self.dma(Opcode.LOAD, qd + 12 * c0, qbufs[k], 12 * (c1 - c0))
+            self.loadw(wd, streams[j * len(chunks) + q], wbufs[k])
+            if count[1] != j:
+                count[1], count[2] = j, count[2] + 1
+                self.dma(Opcode.LOAD, qd + 12 * c0, qbufs[count[2] % nq], 12 * (c1 - c0))
             gi = gi_of(c0, c1)
-            mac = self.ctx.weights.mac((wv, c0, c1, m), w[c0:c1].reshape(gi, -1, kk), m)
-            return wbufs[k], qbufs[k], mac
+            key = (wv, c0, c1, m) if whole else (wv, c0, c1, *chunks[q], m)
+            blk = parts[j * len(chunks) + q][1]
+            mac = self.ctx.weights.mac(key, blk.reshape(gi, (c1 - c0) // gi, -1), m)
+            return wbufs[k], qbufs[count[2] % nq], mac
         return load
 
 
@@ -376,44 +408,100 @@ def copy_plan(shape: tuple[int, ...], src_lay: L.Layout, dst_lay: L.Layout,
 
 
 class CopyEmitter(KernelEmitter):
-    """npu.copy: relayout (a strided COPY; DRAM operands staged through the workspace)."""
+    """npu.copy: relayout (strided COPYs). Untiled, the whole tensor is staged; with param
+    parts = k, the outermost destination dim is cut into k chunks: each chunk's source box is
+    gathered from DRAM by strided LOADs (dense, in source order), relaid by COPY into a dense
+    slice of the destination and stored (double-buffered)."""
 
     def run(self) -> None:
         n = self.kernel.anchor
         x, y = n.inputs[0], self.kernel.outputs[0]
         assert x is not None
         item = x.type.dtype.np.itemsize
-        nbytes = x.type.size * item
         dims = copy_plan(x.type.shape, self.ctx.plan.layout[x], self.ctx.plan.layout[y], item)
         xv, yv = self.ctx.view(x), self.ctx.view(y)
-        self.tile()
-        src = xv.addr
-        if xv.mem != SRAM:
-            src = self.alloc(nbytes)
-            self.dma(Opcode.LOAD, xv.addr, src, nbytes)
-        dst = yv.addr if yv.mem == SRAM else self.alloc(nbytes)
+        parts = min(self.params.get("parts", 1), dims[0][0])
+        step = -(-dims[0][0] // parts)
+        chunks = _bands(dims[0][0], step)
+        nbuf = 1 if len(chunks) == 1 else 2
+        box_bytes = step * (x.type.size * item // dims[0][0])
+        sbufs = [self.alloc(box_bytes) for _ in range(nbuf)] if xv.mem != SRAM else []
+        dbufs = [self.alloc(box_bytes) for _ in range(nbuf)] if yv.mem != SRAM else []
+        for t, (i0, i1) in enumerate(chunks):
+            self.tile()
+            box = [(i1 - i0, dims[0][1], dims[0][2])] + dims[1:]
+            if xv.mem == SRAM:
+                src, sbox = xv.addr + i0 * dims[0][1], box
+            else:
+                src = sbufs[t % nbuf]
+                sbox = self._gather(xv.addr + i0 * dims[0][1], src, box, item)
+            dst = yv.addr + i0 * dims[0][2] if yv.mem == SRAM else dbufs[t % nbuf]
+            self._relayout(n, src, dst, sbox, item)
+            if yv.mem != SRAM:
+                self.dma(Opcode.STORE, yv.addr + i0 * dims[0][2], dst, (i1 - i0) * dims[0][2])
+
+    def _gather(self, dram: int, sram: int, box: list[tuple[int, int, int]], item: int
+                ) -> list[tuple[int, int, int]]:
+        """LOAD the box (count, src stride, dst stride) at dram densely into sram, in source
+        memory order; returns the box with the source strides replaced by the dense ones."""
+        order = sorted(range(len(box)), key=lambda a: -box[a][1])
+        dense = [0] * len(box)
+        acc = item
+        for a in reversed(order):
+            dense[a] = acc
+            acc *= box[a][0]
+        # merge source-contiguous dims (outer stride == count * inner stride on both sides)
+        runs: list[list[int]] = []  # [count, dram stride, sram stride]
+        for a in order:
+            c, s_, d_ = box[a][0], box[a][1], dense[a]
+            if runs and runs[-1][1] == c * s_ and runs[-1][2] == c * d_:
+                runs[-1] = [runs[-1][0] * c, s_, d_]
+            else:
+                runs.append([c, s_, d_])
+        if runs[-1][1] != item:
+            runs.append([1, item, item])
+        n0 = runs[-1][0] * item
+        outer = runs[:-1]
+        if not outer:
+            outer = [[1, 0, 0]]
+        *loops, (n1, ds1, ss1) = outer
+        idx = [0] * len(loops)
+        while True:
+            do = sum(i * r[1] for i, r in zip(idx, loops))
+            so = sum(i * r[2] for i, r in zip(idx, loops))
+            self.dma(Opcode.LOAD, dram + do, sram + so, n0, n1, ds1, ss1)
+            if not _advance(idx, [r[0] for r in loops]):
+                break
+        return [(c, dense[a], d) for a, (c, _, d) in enumerate(box)]
+
+    def _relayout(self, n: Node, src: int, dst: int, dims: list[tuple[int, int, int]],
+                  item: int) -> None:
+        dims = list(dims)
         while len(dims) < 3:
             dims.insert(0, (1, 0, 0))
         outer, (c2, s2, d2), (c1, s1, d1), (c0, s0, d0) = dims[:-3], *dims[-3:]
+        if c0 > 65535 or c2 > 65535:
+            raise UnsupportedOpError(f"{n.label()}: a copy dim exceeds 65535 elements")
         idx = [0] * len(outer)
         while True:
             so = sum(i * s for i, (_, s, _) in zip(idx, outer))
             do = sum(i * d for i, (_, _, d) in zip(idx, outer))
-            if c0 > 65535 or c2 > 65535:
-                raise UnsupportedOpError(f"{n.label()}: a copy dim exceeds 65535 elements")
             self.copy(src + so, dst + do, c0, c1, s1, d1, item, n2=c2, ss2=s2, ds2=d2,
                       ss0=s0, ds0=d0)
-            k = len(idx) - 1
-            while k >= 0:
-                idx[k] += 1
-                if idx[k] < outer[k][0]:
-                    break
-                idx[k] = 0
-                k -= 1
-            if k < 0:
+            if not _advance(idx, [c for c, _, _ in outer]):
                 break
-        if yv.mem != SRAM:
-            self.dma(Opcode.STORE, yv.addr, dst, nbytes)
+
+
+def _advance(idx: list[int], counts: list[int]) -> bool:
+    """Next multi-index (last fastest); False after the last."""
+    k = len(idx) - 1
+    while k >= 0:
+        idx[k] += 1
+        if idx[k] < counts[k]:
+            return True
+        idx[k] = 0
+        k -= 1
+    return False
 
 
 EMITTERS = {"npu.conv": ConvEmitter, "npu.pool": ConvEmitter, "npu.matmul": MatmulEmitter,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ocrc.compiler.backend.emit import Ctx
-from ocrc.compiler.backend.emit_kernels import EMITTERS, Misfit
+from ocrc.compiler.backend.emit_kernels import EMITTERS, Misfit, copy_plan
 from ocrc.compiler.backend.emit_lstm import LstmEmitter
 from ocrc.compiler.backend.memory import Kernel, Storage
 from ocrc.runtime.errors import OcrcError
@@ -57,6 +57,27 @@ def _splits(n: int, unit: int = 1, limit: int = 12) -> list[int]:
     return out
 
 
+def _reduction_splits(n: Any, rbs: list[int], cbs: list[int], ctx: Ctx
+                      ) -> list[dict[str, Any]]:
+    """Conv tilings that also split the reduction (input channels, in chunks of kc, partial
+    sums accumulated in int32), for when a cout block's weights or an input band of all
+    channels crowd the SRAM (resnet50, vgg19 on npu-lite)."""
+    _, cin, _, w = n.inputs[0].type.shape
+    _, kh, kw, _ = n.inputs[1].type.shape
+    _, _, _, wo = n.output.type.shape
+    cols = ctx.target.cols
+    need = 2 * cin * (cbs[-1] * kh * kw + kh * w) + rbs[-1] * wo * cbs[-1] * 2
+    if need <= ctx.target.sram_bytes // 4 or cin <= cols:
+        return []
+    out = []
+    for kc in _splits(cin, cols, 8)[1:]:
+        for cb in cbs[-2:]:
+            for rb in rbs[-3:]:
+                out.append({"rb": rb, "cb": cb, "order": "bands", "kc": kc})
+            out.append({"rb": rbs[-1], "cb": cb, "order": "bands", "kc": kc, "db": False})
+    return out
+
+
 def candidates(kernel: Kernel, ctx: Ctx) -> list[dict[str, Any]]:
     n = kernel.anchor
     name = n.op.name
@@ -78,6 +99,8 @@ def candidates(kernel: Kernel, ctx: Ctx) -> list[dict[str, Any]]:
                     out.append({"rb": rb, "cb": cb, "order": "blocks"})
         # single-buffered variants of the smallest tiles, for when nothing else fits
         out += [{**c, "db": False} for c in out if c["rb"] == rbs[-1]]
+        if name == "npu.conv" and n.attr("group") == 1:
+            out += _reduction_splits(n, rbs, cbs, ctx)
         return out
     if name == "npu.matmul":
         w = n.inputs[1]
@@ -104,7 +127,11 @@ def candidates(kernel: Kernel, ctx: Ctx) -> list[dict[str, Any]]:
         outer, _ = L.concat_view(out_t.shape, ctx.plan.layout[kernel.outputs[0]], n.attr("axis"))
         return [{"rc": rc} for rc in _splits(outer, 1, 8)]
     if name == "npu.copy":
-        return [{}]
+        # whole, or the outermost destination dim in 2, 4, ... chunks (double-buffered)
+        x, y = n.inputs[0], kernel.outputs[0]
+        lay = ctx.plan.layout
+        outer = copy_plan(x.type.shape, lay[x], lay[y], 1)[0][0]  # type: ignore[union-attr]
+        return [{}] + [{"parts": 1 << e} for e in range(1, 10) if 1 << e <= outer]
     size = n.output.type.size
     return [{"ce": ce} for ce in _splits(size, 64, 10)]
 
