@@ -242,6 +242,21 @@ class _Lower:
         self.lay[out[0]] = L.transposed(self.lay[x], n.attr("perm"), n.output.type.shape)
         self.bind(n, out)
 
+    def move(self, n: Node) -> None:
+        """pad/slice/split/gather/expand/tile: one npu.move per result (moves.py)."""
+        from ocrc.compiler.backend.moves import encode, lower_move
+        x = self.in_layout(self.v(n.inputs[0]), (), n)
+        outs = []
+        for i, (shape, boxes, fill) in enumerate(lower_move(n, x.type.shape, self.consts)):
+            o = self.b.emit("npu.move", [x], {"shape": shape, "boxes": encode(boxes),
+                                              "fill": fill or 0, "filled": int(fill is not None)},
+                            n.name if i == 0 else f"{n.name}.{i}")[0]
+            self.lay[o] = ()
+            outs.append(o)
+        self.bind(n, outs)
+
+    op_pad = op_slice = op_split = op_gather = op_expand = op_tile = move
+
     def op_qlstm(self, n: Node) -> None:
         x_old = n.inputs[0]
         assert x_old is not None

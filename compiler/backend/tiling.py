@@ -15,6 +15,7 @@ from ocrc.compiler.backend.emit import Ctx
 from ocrc.compiler.backend.emit_kernels import EMITTERS, Misfit, copy_plan
 from ocrc.compiler.backend.emit_lstm import LstmEmitter
 from ocrc.compiler.backend.memory import Kernel, Storage
+from ocrc.compiler.backend.moves import MoveEmitter
 from ocrc.runtime.errors import OcrcError
 
 UNLIMITED = 1 << 40
@@ -40,7 +41,10 @@ class Tiling:
 
 
 def emitter_of(kernel: Kernel) -> Any:
-    return LstmEmitter if kernel.anchor.op.name == "npu.lstm" else EMITTERS[kernel.anchor.op.name]
+    name = kernel.anchor.op.name
+    if name == "npu.move":
+        return MoveEmitter
+    return LstmEmitter if name == "npu.lstm" else EMITTERS[name]
 
 
 def _splits(n: int, unit: int = 1, limit: int = 12) -> list[int]:
@@ -126,6 +130,8 @@ def candidates(kernel: Kernel, ctx: Ctx) -> list[dict[str, Any]]:
         from ocrc.compiler.backend import layout as L
         outer, _ = L.concat_view(out_t.shape, ctx.plan.layout[kernel.outputs[0]], n.attr("axis"))
         return [{"rc": rc} for rc in _splits(outer, 1, 8)]
+    if name == "npu.move":
+        return [{}]
     if name == "npu.copy":
         # whole, or the outermost destination dim in 2, 4, ... chunks (double-buffered)
         x, y = n.inputs[0], kernel.outputs[0]
