@@ -2,6 +2,7 @@
 column blocks), elementwise chains (flat chunks), concat and layout copies. Each kernel's fused
 elementwise tail runs on the tile in SRAM before it is put to its home. Tilings (the `params`)
 come from tiling.py; buffers that the tiles of a loop take turns with are double (ping-pong).
+Layout copies and the other data movement kernels are in moves.py.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 import numpy as np
 from ocrc.compiler.backend import layout as L
 from ocrc.compiler.backend.emit import KernelEmitter, View
+from ocrc.compiler.backend.moves import CopyEmitter
 from ocrc.compiler.backend.schedule import SRAM
 from ocrc.compiler.backend.weights import MacWeights
 from ocrc.compiler.errors import UnsupportedOpError
@@ -389,119 +391,6 @@ class ConcatEmitter(KernelEmitter):
                 self.put(ov, r0, r1, off, off + ci, src)
             self.top = mark
             off += ci
-
-
-def copy_plan(shape: tuple[int, ...], src_lay: L.Layout, dst_lay: L.Layout,
-              item: int) -> list[tuple[int, int, int]]:
-    """Dims of the copy in the destination's memory order, innermost last, as (count, src
-    stride, dst stride) in bytes, with unit dims dropped and contiguous dims merged."""
-    sst = L.byte_strides(shape, src_lay, item)
-    dst = L.byte_strides(shape, dst_lay, item)
-    dims = [(shape[a], sst[a], dst[a]) for a in L.full(dst_lay, len(shape)) if shape[a] != 1]
-    merged: list[tuple[int, int, int]] = []
-    for cnt, s, d in dims:
-        if merged and merged[-1][1] == cnt * s and merged[-1][2] == cnt * d:
-            pc = merged.pop()[0]
-            cnt *= pc
-        merged.append((cnt, s, d))
-    return merged or [(1, item, item)]
-
-
-class CopyEmitter(KernelEmitter):
-    """npu.copy: relayout (strided COPYs). Untiled, the whole tensor is staged; with param
-    parts = k, the outermost destination dim is cut into k chunks: each chunk's source box is
-    gathered from DRAM by strided LOADs (dense, in source order), relaid by COPY into a dense
-    slice of the destination and stored (double-buffered)."""
-
-    def run(self) -> None:
-        n = self.kernel.anchor
-        x, y = n.inputs[0], self.kernel.outputs[0]
-        assert x is not None
-        item = x.type.dtype.np.itemsize
-        dims = copy_plan(x.type.shape, self.ctx.plan.layout[x], self.ctx.plan.layout[y], item)
-        xv, yv = self.ctx.view(x), self.ctx.view(y)
-        parts = min(self.params.get("parts", 1), dims[0][0])
-        step = -(-dims[0][0] // parts)
-        chunks = _bands(dims[0][0], step)
-        nbuf = 1 if len(chunks) == 1 else 2
-        box_bytes = step * (x.type.size * item // dims[0][0])
-        sbufs = [self.alloc(box_bytes) for _ in range(nbuf)] if xv.mem != SRAM else []
-        dbufs = [self.alloc(box_bytes) for _ in range(nbuf)] if yv.mem != SRAM else []
-        for t, (i0, i1) in enumerate(chunks):
-            self.tile()
-            box = [(i1 - i0, dims[0][1], dims[0][2])] + dims[1:]
-            if xv.mem == SRAM:
-                src, sbox = xv.addr + i0 * dims[0][1], box
-            else:
-                src = sbufs[t % nbuf]
-                sbox = self._gather(xv.addr + i0 * dims[0][1], src, box, item)
-            dst = yv.addr + i0 * dims[0][2] if yv.mem == SRAM else dbufs[t % nbuf]
-            self._relayout(n, src, dst, sbox, item)
-            if yv.mem != SRAM:
-                self.dma(Opcode.STORE, yv.addr + i0 * dims[0][2], dst, (i1 - i0) * dims[0][2])
-
-    def _gather(self, dram: int, sram: int, box: list[tuple[int, int, int]], item: int
-                ) -> list[tuple[int, int, int]]:
-        """LOAD the box (count, src stride, dst stride) at dram densely into sram, in source
-        memory order; returns the box with the source strides replaced by the dense ones."""
-        order = sorted(range(len(box)), key=lambda a: -box[a][1])
-        dense = [0] * len(box)
-        acc = item
-        for a in reversed(order):
-            dense[a] = acc
-            acc *= box[a][0]
-        # merge source-contiguous dims (outer stride == count * inner stride on both sides)
-        runs: list[list[int]] = []  # [count, dram stride, sram stride]
-        for a in order:
-            c, s_, d_ = box[a][0], box[a][1], dense[a]
-            if runs and runs[-1][1] == c * s_ and runs[-1][2] == c * d_:
-                runs[-1] = [runs[-1][0] * c, s_, d_]
-            else:
-                runs.append([c, s_, d_])
-        if runs[-1][1] != item:
-            runs.append([1, item, item])
-        n0 = runs[-1][0] * item
-        outer = runs[:-1]
-        if not outer:
-            outer = [[1, 0, 0]]
-        *loops, (n1, ds1, ss1) = outer
-        idx = [0] * len(loops)
-        while True:
-            do = sum(i * r[1] for i, r in zip(idx, loops))
-            so = sum(i * r[2] for i, r in zip(idx, loops))
-            self.dma(Opcode.LOAD, dram + do, sram + so, n0, n1, ds1, ss1)
-            if not _advance(idx, [r[0] for r in loops]):
-                break
-        return [(c, dense[a], d) for a, (c, _, d) in enumerate(box)]
-
-    def _relayout(self, n: Node, src: int, dst: int, dims: list[tuple[int, int, int]],
-                  item: int) -> None:
-        dims = list(dims)
-        while len(dims) < 3:
-            dims.insert(0, (1, 0, 0))
-        outer, (c2, s2, d2), (c1, s1, d1), (c0, s0, d0) = dims[:-3], *dims[-3:]
-        if c0 > 65535 or c2 > 65535:
-            raise UnsupportedOpError(f"{n.label()}: a copy dim exceeds 65535 elements")
-        idx = [0] * len(outer)
-        while True:
-            so = sum(i * s for i, (_, s, _) in zip(idx, outer))
-            do = sum(i * d for i, (_, _, d) in zip(idx, outer))
-            self.copy(src + so, dst + do, c0, c1, s1, d1, item, n2=c2, ss2=s2, ds2=d2,
-                      ss0=s0, ds0=d0)
-            if not _advance(idx, [c for c, _, _ in outer]):
-                break
-
-
-def _advance(idx: list[int], counts: list[int]) -> bool:
-    """Next multi-index (last fastest); False after the last."""
-    k = len(idx) - 1
-    while k >= 0:
-        idx[k] += 1
-        if idx[k] < counts[k]:
-            return True
-        idx[k] = 0
-        k -= 1
-    return False
 
 
 EMITTERS = {"npu.conv": ConvEmitter, "npu.pool": ConvEmitter, "npu.matmul": MatmulEmitter,

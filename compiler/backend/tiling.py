@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ocrc.compiler.backend.emit import Ctx
-from ocrc.compiler.backend.emit_kernels import EMITTERS, Misfit, copy_plan
+from ocrc.compiler.backend.emit_kernels import EMITTERS, Misfit
 from ocrc.compiler.backend.emit_lstm import LstmEmitter
 from ocrc.compiler.backend.memory import Kernel, Storage
-from ocrc.compiler.backend.moves import MoveEmitter
+from ocrc.compiler.backend.moves import MoveEmitter, copy_plan
 from ocrc.runtime.errors import OcrcError
 
 UNLIMITED = 1 << 40

@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 from ocrc.compiler.backend import layout as L
 from ocrc.compiler.backend.codegen import compile_program
 from ocrc.compiler.backend.cost import Machine
-from ocrc.compiler.backend.emit_kernels import copy_plan
 from ocrc.compiler.backend.lower import lower
 from ocrc.compiler.backend.memory import Storage, assign_offsets
+from ocrc.compiler.backend.moves import copy_plan
 from ocrc.compiler.backend.schedule import Insn, assign_tokens
 from ocrc.compiler.errors import UnsupportedOpError
 from ocrc.compiler.ir import Builder, DType, TensorType
