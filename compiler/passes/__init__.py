@@ -17,6 +17,7 @@ from ocrc.compiler.errors import PassError
 from ocrc.compiler.passes import (  # noqa: F401  (each module registers its pass)
     canonicalize,
     compress_auto,
+    decompose,
     fold_bn,
     fold_pad,
     fuse_act,

@@ -108,8 +108,10 @@ def build_lut(fn: Callable[[np.ndarray], np.ndarray], qin: QParams, qout: QParam
     """The 256-entry int8 table of y = fn(x): table[i] = quantize(fn(dequantize(i - 128)))."""
     q = np.arange(-128, 128, dtype=np.int64)
     x = qin.scale * (q - qin.zp)
-    y = np.asarray(fn(x.astype(np.float32)), np.float64)
-    return np.clip(np.rint(y / qout.scale) + qout.zp, -128, 127).astype(np.int8)
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):  # pow(0, -b) = inf
+        y = np.asarray(fn(x.astype(np.float32)), np.float64)
+    y = np.nan_to_num(y / qout.scale, nan=0.0, posinf=1e9, neginf=-1e9)
+    return np.clip(np.rint(y) + qout.zp, -128, 127).astype(np.int8)
 
 
 def gate_table(fn: Callable[[np.ndarray], np.ndarray], scale: float) -> np.ndarray:

@@ -19,10 +19,12 @@ from ocrc.compiler.ir.opdef import OPS
 from ocrc.compiler.ir.ops.elementwise import ACTIVATIONS
 from ocrc.compiler.ir.ops.quant import MAX_K
 from ocrc.compiler.quant.calibrate import CalibTable
+from ocrc.compiler.quant.decompose import PATTERNS as DECOMPOSE
 from ocrc.compiler.quant.lower_lstm import emit_qlstm
 from ocrc.compiler.quant.qparams import (ADD_FRAC, QParams, QuantizeError, build_lut,
                                          multiplier, multipliers, qparams_from_range,
                                          quantize_bias, quantize_weights)
+from ocrc.compiler.rewrite import apply_patterns
 
 CLAMP_ACTS = ("none", "relu", "clip")
 # Ops that move int8 data unchanged: same scale and zero point in and out.
@@ -50,7 +52,9 @@ class QuantResult:
 # --- prepare ---------------------------------------------------------------------------------
 def prepare(g: Graph) -> Graph:
     """Split conv/dense epilogues the int8 ops cannot fuse: a residual becomes an `add`, an
-    activation that is not a clamp becomes its own op. Float semantics are unchanged."""
+    activation that is not a clamp becomes its own op; ops without an integer form (affine,
+    lrn) are decomposed first (compiler/quant/decompose.py). Float semantics are unchanged."""
+    g = apply_patterns(g, list(DECOMPOSE.values()))
     b = Builder(Graph(list(g.inputs), [], list(g.outputs), g.name))
     for n in g.nodes:
         if "epilogue" not in n.op.traits:
@@ -322,7 +326,7 @@ def unary_fn(n: Node, consts: dict[Value, np.ndarray]) -> Any | None:
         act, attrs = ACTIVATIONS[n.op.name], n.all_attrs
         params = [attrs[p] for p, _ in act.params]
         return lambda x: act.fn(x, *params)
-    if n.op.name not in ("add", "sub", "mul", "div", "max", "min"):
+    if n.op.name not in ("add", "sub", "mul", "div", "max", "min", "pow"):
         return None
     a, c = n.inputs
     scalar = [v for v in (a, c) if v in consts and consts[v].size == 1]

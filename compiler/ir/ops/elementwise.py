@@ -71,6 +71,8 @@ MAX = defop("max", ref=_binary(np.maximum), doc="Elementwise maximum, broadcasti
             traits=("binary", "commutative"), **_BIN)  # type: ignore[arg-type]
 MIN = defop("min", ref=_binary(np.minimum), doc="Elementwise minimum, broadcasting.",
             traits=("binary", "commutative"), **_BIN)  # type: ignore[arg-type]
+POW = defop("pow", ref=_binary(np.power), doc="a ** b with numpy broadcasting (ONNX Pow).",
+            traits=("binary",), **_BIN)  # type: ignore[arg-type]
 
 
 # --- activations ---------------------------------------------------------------------------
