@@ -27,6 +27,9 @@ MAX16 = 65535  # the n0/n1/n2 count fields are 16 bits
 CHUNK = 32768  # row length used to split long contiguous transfers
 _ADDR_FIELDS = frozenset(("src", "dst", "a", "b", "wgt", "qp", "table", "dram", "sram"))
 DT = {1: DType.I8, 2: DType.I16, 4: DType.I32}
+# the fields a CONV/MATMUL's cycles depend on besides its weights (cycles.gemm_shape)
+_MAC_SHAPE = ("h", "w", "cin", "cout", "kh", "kw", "sh", "sw", "dh", "dw", "pt", "pb", "pl",
+              "pr", "groups", "m", "n", "k", "in_dt", "sparse")
 
 
 class WorkspaceOverflow(Exception):
@@ -61,6 +64,7 @@ class Ctx:
         self._const_fn = const  # (name, bytes) -> DRAM address
         self._consts: dict[str, int] = {}
         self._cost_cache: dict[tuple[Any, ...], int] = {}
+        self.mac_cache: dict[tuple[Any, ...], int] = {}  # CONV/MATMUL cycles per weights, shape
         self.scratch_base = 0
         self.values = {n.output: n.attrs["value"] for n in graph.nodes if n.op.name == "const"}
 
@@ -142,7 +146,10 @@ class KernelEmitter:
         unit = FORMATS[op].unit
         if mac is not None:
             f["sparse"] = int(mac.hint)
-            c = self.ctx.weights.mac_cycles(op, mac, f)
+            key = (op, id(mac), *(f.get(k, 0) for k in _MAC_SHAPE))  # macs live in the planner
+            c = self.ctx.mac_cache.get(key)  # type: ignore[assignment]
+            if c is None:
+                c = self.ctx.mac_cache[key] = self.ctx.weights.mac_cycles(op, mac, f)
         else:
             c = self.ctx.cost(op, f)
         t = self.tiles[-1]

@@ -61,22 +61,24 @@ def _splits(n: int, unit: int = 1, limit: int = 12) -> list[int]:
     return out
 
 
-def _reduction_splits(n: Any, rbs: list[int], cbs: list[int], ctx: Ctx
-                      ) -> list[dict[str, Any]]:
-    """Conv tilings that also split the reduction (input channels, in chunks of kc, partial
-    sums accumulated in int32), for when a cout block's weights or an input band of all
-    channels crowd the SRAM (resnet50, vgg19 on npu-lite)."""
-    _, cin, _, w = n.inputs[0].type.shape
-    _, kh, kw, _ = n.inputs[1].type.shape
-    _, _, _, wo = n.output.type.shape
-    cols = ctx.target.cols
-    need = 2 * cin * (cbs[-1] * kh * kw + kh * w) + rbs[-1] * wo * cbs[-1] * 2
-    if need <= ctx.target.sram_bytes // 4 or cin <= cols:
+def reduction_splits(kernel: Kernel, ctx: Ctx) -> list[dict[str, Any]]:
+    """Conv tilings that also split the reduction (input channels in chunks of kc, partial sums
+    accumulated in int32), for when a cout block's weights or an input band of all channels
+    crowd the SRAM (resnet50, vgg19 on npu-lite). Tried only when no plain tiling fits half
+    the SRAM (they reload weights per band; dry runs of small tiles are slow)."""
+    n = kernel.anchor
+    if n.op.name != "npu.conv" or n.attr("group") != 1:
         return []
+    _, cin, _, _ = n.inputs[0].type.shape  # type: ignore[union-attr]
+    _, cout, ho, _ = n.output.type.shape
+    cols = ctx.target.cols
+    if cin <= cols:
+        return []
+    rbs, cbs = _splits(ho), _splits(cout, cols, 6)
     out = []
-    for kc in _splits(cin, cols, 8)[1:]:
+    for kc in _splits(cin, cols, 6)[1:]:
         for cb in cbs[-2:]:
-            for rb in rbs[-3:]:
+            for rb in rbs[-2:]:
                 out.append({"rb": rb, "cb": cb, "order": "bands", "kc": kc})
             out.append({"rb": rbs[-1], "cb": cb, "order": "bands", "kc": kc, "db": False})
     return out
@@ -103,8 +105,6 @@ def candidates(kernel: Kernel, ctx: Ctx) -> list[dict[str, Any]]:
                     out.append({"rb": rb, "cb": cb, "order": "blocks"})
         # single-buffered variants of the smallest tiles, for when nothing else fits
         out += [{**c, "db": False} for c in out if c["rb"] == rbs[-1]]
-        if name == "npu.conv" and n.attr("group") == 1:
-            out += _reduction_splits(n, rbs, cbs, ctx)
         return out
     if name == "npu.matmul":
         w = n.inputs[1]
@@ -165,6 +165,9 @@ class Tiler:
         if key not in self._cache:
             res = [t for t in (evaluate(self.ctx, kernel, p) for p in candidates(kernel, self.ctx))
                    if t is not None]
+            if min((t.workspace for t in res), default=UNLIMITED) > self.ctx.target.sram_bytes // 2:
+                res += [t for t in (evaluate(self.ctx, kernel, p)
+                                    for p in reduction_splits(kernel, self.ctx)) if t is not None]
             if not res:
                 raise WorkspaceError(f"{kernel.name}: no tiling applies to this kernel")
             self._cache[key] = res
