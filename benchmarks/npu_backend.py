@@ -135,9 +135,10 @@ def main() -> None:
         "(tests/backend/test_cost_schedule.py).\n"
         "- *deterministic*: a second compile gives a byte-identical .npu file.\n"
         "- Light models marked *not quantisable* are rejected by the quantiser (LRN, unfolded "
-        "batch norm), before the backend. *not compiled* on npu-lite: a kernel's smallest "
-        "tiling does not fit 128 KiB (convs are not split along their input channels; "
-        "layout copies are not tiled).\n")
+        "batch norm), before the backend. On npu-lite convs whose plain tiling does not fit "
+        "split their reduction (input-channel chunks accumulated in int32) and layout copies "
+        "are tiled; vgg19 is *not compiled* there because its 143.7 M int8 weights exceed "
+        "the preset's 64 MiB of DRAM.\n")
     if not args.no_write:
         write_section("NPU backend", body)
     print(body)

@@ -125,9 +125,12 @@ class ConvEmitter(TailMixin):
         # groups' input channels (a pool is a depthwise op: one channel per group).
         ng, cg = (cout // g, cin // g) if is_conv else (1, 1)
         split_in = (g > 1 or not is_conv) and len(blocks) > 1
-        if split_in and cb % ng:
+        # sub: blocks inside one group of a grouped conv (alexnet's conv2: a group's weights
+        # alone crowd npu-lite), each run as an ungrouped conv of that group's input channels
+        sub = split_in and g > 1 and cb < ng and ng % cb == 0
+        if split_in and cb % ng and not sub:
             raise Misfit("a channel block must hold whole groups")
-        cin_b = cb // ng * cg if split_in else cin
+        cin_b = cg if sub else cb // ng * cg if split_in else cin
         # reduction split (ungrouped convs): input channels in chunks of kc, the int32 partial
         # sums accumulate in SRAM (CONV acc=1) and one REQUANT per tile finishes them
         kc = self.params.get("kc", cin) if is_conv and g == 1 else cin_b
@@ -151,7 +154,8 @@ class ConvEmitter(TailMixin):
         self.overlap = nbuf == 2
         xbufs = [self.alloc(hmax * w * cin_b) for _ in range(nbuf)] \
             if self.needs_buf(xv, 2, cin_b) else [None]
-        gi_of = (lambda c0, c1: (c1 - c0) // ng) if split_in else (lambda c0, c1: g)
+        gi_of = (lambda c0, c1: 1) if sub else (lambda c0, c1: (c1 - c0) // ng) if split_in \
+            else (lambda c0, c1: g)
         load = self._weights(n, blocks, is_conv, gi_of, rb * wo, chunks)
         in_place = self.in_place(ov, cb)
         obufs = [None] if in_place else [self.alloc(rb * wo * cb) for _ in range(nbuf)]
@@ -171,7 +175,8 @@ class ConvEmitter(TailMixin):
                 if (j, q) != loaded:
                     wb, qb, mac = load(j, q)
                     loaded = (j, q)
-                ic0, ic1 = (c0 // ng * cg, c1 // ng * cg) if split_in else (k0, k1)
+                ic0, ic1 = ((c0 // ng * cg, c0 // ng * cg + cg) if sub else
+                            (c0 // ng * cg, c1 // ng * cg) if split_in else (k0, k1))
                 if xband != (i, ic0):
                     xa = self.fetch(xv, iy0 * w, iy1 * w, ic0, ic1,
                                     xbufs[nfetch % len(xbufs)])

@@ -94,7 +94,10 @@ def candidates(kernel: Kernel, ctx: Ctx) -> list[dict[str, Any]]:
         if name == "npu.pool":
             cbs = _splits(cout, 1, 6)
         elif n.attr("group") > 1:
-            cbs = _splits(cout, cout // n.attr("group"), 6)
+            ng = cout // n.attr("group")
+            cbs = _splits(cout, ng, 6)
+            if ng > cols:  # blocks inside one group, for groups too big for a small SRAM
+                cbs += [b for b in _splits(ng, cols, 6)[1:] if ng % b == 0]
         else:
             cbs = _splits(cout, cols, 6)
         out = []

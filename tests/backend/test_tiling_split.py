@@ -39,3 +39,13 @@ def test_channel_shuffle_copies_tile_when_the_tensor_does_not_fit() -> None:
     res, _ = check_exact(quantise(g.graph(g.conv(s, 8, k=1))), tiny_target(16384))
     copies = _tilings(res, "npu.copy")
     assert copies and any(p.get("parts", 1) > 1 for p in copies)
+
+
+def test_grouped_conv_blocks_inside_a_group() -> None:
+    """alexnet's conv2 form (group 2, 5x5): one group's weights alone exceed the 16 KiB target,
+    so channel blocks fall inside a group and run as ungrouped convs of its input channels."""
+    g = G((1, 48, 7, 7), seed=4)
+    a = g.conv(g.x, 64, k=5, group=2, pads=(2, 2, 2, 2), act="relu")
+    res, _ = check_exact(quantise(g.graph(a)), tiny_target(16384))
+    conv = _tilings(res, "npu.conv")
+    assert conv[0]["cb"] < 32
