@@ -79,8 +79,10 @@ class Ctx:
         return np.asarray(self.values[v])
 
     def cost(self, op: Opcode, f: dict[str, int]) -> int:
-        key = (op, *sorted((k, v) for k, v in f.items() if k not in _ADDR_FIELDS
-                           and not k.startswith(("pop", "push"))))
+        # unsorted: a call site always names its fields in the same order (a different order
+        # is only another cache entry)
+        key = (op, *[(k, v) for k, v in f.items() if k not in _ADDR_FIELDS
+                     and not k.startswith(("pop", "push"))])
         c = self._cost_cache.get(key)
         if c is None:
             c = self._cost_cache[key] = self.machine.insn(op, **{

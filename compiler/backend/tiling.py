@@ -61,7 +61,7 @@ def _splits(n: int, unit: int = 1, limit: int = 12) -> list[int]:
     return out
 
 
-def reduction_splits(kernel: Kernel, ctx: Ctx) -> list[dict[str, Any]]:
+def reduction_splits(kernel: Kernel, ctx: Ctx) -> list[list[dict[str, Any]]]:
     """Conv tilings that also split the reduction (input channels in chunks of kc, partial sums
     accumulated in int32), for when a cout block's weights or an input band of all channels
     crowd the SRAM (resnet50, vgg19 on npu-lite). Tried only when no plain tiling fits half
@@ -76,11 +76,12 @@ def reduction_splits(kernel: Kernel, ctx: Ctx) -> list[dict[str, Any]]:
         return []
     rbs, cbs = _splits(ho), _splits(cout, cols, 6)
     out = []
-    for kc in _splits(cin, cols, 6)[1:]:
+    for kc in _splits(cin, cols, 6)[1:]:  # one group of candidates per chunk size
+        group: list[dict[str, Any]] = []
         for cb in cbs[-2:]:
-            for rb in rbs[-2:]:
-                out.append({"rb": rb, "cb": cb, "order": "bands", "kc": kc})
-            out.append({"rb": rbs[-1], "cb": cb, "order": "bands", "kc": kc, "db": False})
+            group += [{"rb": rb, "cb": cb, "order": "bands", "kc": kc} for rb in rbs[-2:]]
+            group.append({"rb": rbs[-1], "cb": cb, "order": "bands", "kc": kc, "db": False})
+        out.append(group)
     return out
 
 
@@ -168,9 +169,15 @@ class Tiler:
         if key not in self._cache:
             res = [t for t in (evaluate(self.ctx, kernel, p) for p in candidates(kernel, self.ctx))
                    if t is not None]
-            if min((t.workspace for t in res), default=UNLIMITED) > self.ctx.target.sram_bytes // 2:
-                res += [t for t in (evaluate(self.ctx, kernel, p)
-                                    for p in reduction_splits(kernel, self.ctx)) if t is not None]
+            half = self.ctx.target.sram_bytes // 2
+            if min((t.workspace for t in res), default=UNLIMITED) > half:
+                # largest chunks first (fewest reloads); stop at the first chunk size that fits
+                # half the SRAM: smaller chunks cost more and their dry runs are slow
+                for group in reduction_splits(kernel, self.ctx):
+                    res += [t for t in (evaluate(self.ctx, kernel, p) for p in group)
+                            if t is not None]
+                    if min((t.workspace for t in res), default=UNLIMITED) <= half:
+                        break
             if not res:
                 raise WorkspaceError(f"{kernel.name}: no tiling applies to this kernel")
             self._cache[key] = res
