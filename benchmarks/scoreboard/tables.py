@@ -181,7 +181,11 @@ def section_body(results: Sequence[ModelResult], cfg: Config, command: str, seco
         "and caches it in the ocrc cache under a hash of the model file, the input shape, the "
         "compression passes, the calibration inputs, the target and the ocrc sources. "
         "PP-OCRv2 rec runs at its fixed 3x32x320 (resized and zero-padded as upstream). The "
-        "demo CRNNs read height 32, white-padded to a multiple of 4, as trained.")
+        "demo CRNNs read height 32, white-padded to a multiple of 4, as trained. ocrc int8 "
+        "calibration: ddddocr and PP-OCRv2 rec use MSE-optimal activation ranges "
+        "(`quantize{method=mse}`), the demo CRNNs min-max. Cross-layer equalisation, which "
+        "helps both in the Quantisation section, writes per-channel tables that the NPU "
+        "backend does not lower yet, so the NPU rows run without it.")
     columns = (
         f"Images per run: {limits_text}. *bytes*: the model file for onnxruntime and ocrc "
         "float, the `.npu` program (instructions, weights, I/O descriptors) at the reference "
