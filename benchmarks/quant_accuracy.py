@@ -99,31 +99,35 @@ class OcrcInt8:
         return self.qdq[x.shape](x)
 
 
-def evaluate(task_name: str, method: str, eq: bool,
+def evaluate(task_name: str, settings: list[tuple[str, bool]],
              limit: int | None) -> tuple[list[list[str]], str]:
+    """fp32 and onnxruntime int8 once, then per (method, equalise) setting the golden int8
+    interpreter and its QDQ export; the per-layer report is of the last setting."""
     task = TASKS[task_name]()
     samples = load_dataset(EVAL_SET)[:limit]
     labels = [s.text for s in samples]
     calib = [task.preprocess(s.image) for s in load_dataset(CALIB_SET)]
-    ocrc = OcrcInt8(task, method, eq)
-    t0 = time.perf_counter()
-    ocrc.calibrate(calib)
-    t_cal = time.perf_counter() - t0
     fp32 = recognize(task, OrtRecognizer(fetch_model(task.model), threads=1),
                      (s.image for s in samples))
     ort8 = recognize(task, OrtRecognizer(ort_int8_model(task, CALIB_SET), threads=1),
                      (s.image for s in samples))
-    t0 = time.perf_counter()
-    ours = recognize(task, ocrc, (s.image for s in samples))
-    t_run = (time.perf_counter() - t0) / len(samples)
-    qdq = recognize(task, ocrc.qdq_recognizer, (s.image for s in samples))
+    runs: list[tuple[str, list[str], list[str] | None]] = [
+        ("fp32 (onnxruntime)", fp32, None),
+        ("ort quantize_static int8 QDQ, LSTM float", ort8, None)]
+    for method, eq in settings:
+        ocrc = OcrcInt8(task, method, eq)
+        t0 = time.perf_counter()
+        ocrc.calibrate(calib)
+        t_cal = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        ours = recognize(task, ocrc, (s.image for s in samples))
+        t_run = (time.perf_counter() - t0) / len(samples)
+        qdq = recognize(task, ocrc.qdq_recognizer, (s.image for s in samples))
+        label = f"{method}{', equalised' if eq else ''}"
+        runs += [(f"ocrc int8 golden interpreter, all integer ({label})", ours, None),
+                 (f"ocrc QDQ export ({label}) in onnxruntime", qdq, ours)]
     rows = []
-    for variant, preds, vs in (("fp32 (onnxruntime)", fp32, None),
-                               ("ort quantize_static int8 QDQ, LSTM float", ort8, None),
-                               (f"ocrc int8 golden interpreter, all integer ({method}"
-                                f"{', equalised' if eq else ''})", ours,
-                                None),
-                               ("ocrc QDQ export in onnxruntime", qdq, ours)):
+    for variant, preds, vs in runs:
         rows.append([task.name, variant, str(len(samples)), f"{100 * accuracy(preds, labels):.1f}%",
                      f"{100 * cer(preds, labels):.2f}%", f"{100 * agreement(preds, fp32):.1f}%",
                      f"{100 * agreement(preds, vs):.1f}%" if vs is not None else ""])
@@ -135,7 +139,7 @@ def evaluate(task_name: str, method: str, eq: bool,
     rep.write(OUT / f"quant-report-{task.name}.json")
     worst = ", ".join(f"{r.layer} ({r.op} `{r.value}`: {r.sqnr_entire:.1f} dB entire, "
                       f"{r.sqnr_single:.1f} dB single)" for r in rep.rows[:5])
-    note = (f"- **{task.name}**: calibration {t_cal:.1f} s over {len(calib)} images "
+    note = (f"- **{task.name}** ({label}): calibration {t_cal:.1f} s over {len(calib)} images "
             f"({len(ocrc.floats)} input shapes); golden interpreter {1e3 * t_run:.0f} ms/image. "
             f"Per-layer report (`benchmarks/out/quant-report-{task.name}.json`, input "
             f"{'x'.join(map(str, shape))}, {len(xs)} images), worst layers: {worst}.\n")
@@ -145,16 +149,18 @@ def evaluate(task_name: str, method: str, eq: bool,
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
-    ap.add_argument("--method", default="minmax", help="activation range method")
+    ap.add_argument("--settings", nargs="+", default=["minmax", "mse", "mse+eq"],
+                    metavar="METHOD[+eq]",
+                    help="activation range methods to evaluate, +eq for cross-layer "
+                         "equalisation first (default: minmax mse mse+eq)")
     ap.add_argument("--limit", type=int, help="evaluate only the first N images")
-    ap.add_argument("--equalize", nargs="+", default=["ppocr-v2-rec"], metavar="TASK",
-                    help="tasks quantised with cross-layer equalisation (default: ppocr-v2-rec)")
     ap.add_argument("--no-write", action="store_true", help="print only")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     rows, notes = [], []
     for name in args.tasks:
-        r, note = evaluate(name, args.method, name in args.equalize, args.limit)
+        settings = [(m.removesuffix("+eq"), m.endswith("+eq")) for m in args.settings]
+        r, note = evaluate(name, settings, args.limit)
         rows += r
         notes.append(note)
     cmd = "python -m benchmarks.quant_accuracy" + "".join(
