@@ -1,13 +1,11 @@
 """The instruction set of the ocrc NPU, declared once as a table (STYLE R8).
 
-`FORMATS[Opcode.X]`: fields (names, bit widths, signedness), queue, unit, semantics in pseudo-code
-and cycle formula. From it: range-checked `encode`/`decode`, the VM's field matrix
-(`decode_program`, columns `C_<FIELD>`), and via isa_text.py `disasm`/`assemble`/docs/isa.md.
-Only this module does bit arithmetic on instruction words.
-
-Why 256-bit words: coarse operations (a whole conv tile; a 3-D strided DMA) take up to ~240 bits
-of operands; 64/128-bit words would need register-setting commands or descriptor tables (state
-for the verifier). A model is a few thousand instructions, ~1% of a program next to its weights.
+`FORMATS[Opcode.X]`: fields (names, bit widths, signedness), queue, unit, pseudo-code, cycles.
+From it: range-checked `encode`/`decode`, the VM's field matrix (`decode_program`, columns
+`C_<FIELD>`), isa_text.py's `disasm`/`assemble`/docs/isa.md. Only this module does bit arithmetic
+on instruction words. Why 256-bit words: coarse operations (a whole conv tile; a 3-D strided DMA)
+take up to ~240 bits of operands; 64/128-bit words would need register-setting commands or
+descriptor tables (state for the verifier); code is ~1% of a program next to its weights.
 """
 
 from __future__ import annotations
@@ -287,9 +285,11 @@ SRAM_i8[dst + i] = qmath.mul_ref(SRAM_i8[a + i], za, SRAM_i8[b + i mod b_period]
 """, _VEC_CYC),
     Format(Opcode.LUT, Queue.COMPUTE, Unit.VECTOR, (
         _sa("src", "int8 input"), _sa("dst", "output"), Field("count", 24, "elements"),
-        _sa("table", "256 entries of out_dt"), _dt("out_dt", "i8 or i16")),
+        _sa("table", "tables x 256 entries of out_dt"), _dt("out_dt", "i8 or i16"),
+        Field("tables", 16, "element i uses table i mod tables (per channel); 0 means 1")),
         "Table lookup (sigmoid, tanh, SiLU, ... of an int8 input).",
-        "OUT[dst][i] = TABLE[table][SRAM_i8[src + i] + 128]     (qmath.lut_ref)", _VEC_CYC),
+        "OUT[dst][i] = TABLE[table + 256*(i mod max(tables, 1))][SRAM_i8[src + i] + 128]  "
+        "(qmath.lut_ref)", _VEC_CYC),
     Format(Opcode.POOL, Queue.COMPUTE, Unit.VECTOR, (
         _sa("src", "int8 input, HWC"), _sa("dst", "int8 output, HWC"),
         _sa("qp", "avg: int32 mult[kh*kw+1], shift[kh*kw+1] indexed by the count"),

@@ -147,17 +147,18 @@ def _copy(sram, f):  # type: ignore[no-untyped-def]
 @njit(cache=True)
 def _lut(sram, f):  # type: ignore[no-untyped-def]
     cnt, dst, out_dt = f[isa.C_COUNT], f[isa.C_DST], f[isa.C_OUT_DT]
-    table = ld(sram, f[isa.C_TABLE], 256, out_dt)
+    nt = max(f[isa.C_TABLES], 1)
+    table = ld(sram, f[isa.C_TABLE], 256 * nt, out_dt)
     x = ld(sram, f[isa.C_SRC], cnt, 0)
     if out_dt == 0:
         o8 = sram.view(np.int8)
         for i in range(cnt):
-            o8[U(dst + i)] = lut_ref(x[i], table)
+            o8[U(dst + i)] = lut_ref(x[i], table[256 * (i % nt):])
     else:
         o16 = sram.view(np.int16)
         b = dst // 2
         for i in range(cnt):
-            o16[U(b + i)] = lut_ref(x[i], table)
+            o16[U(b + i)] = lut_ref(x[i], table[256 * (i % nt):])
 
 
 @njit(cache=True)

@@ -268,7 +268,7 @@ def _check_vector(c: _Insn, op: Opcode) -> None:
         c.one_of("out_dt", (DType.I8, DType.I16))
         e = esize(c["out_dt"])
         c.span("src", c["count"])
-        c.span("table", 256 * e, align=e)
+        c.span("table", 256 * e * max(c["tables"], 1), align=e)
         c.span("dst", c["count"] * e, align=e)
     elif op is Opcode.POOL:
         _check_pool(c)

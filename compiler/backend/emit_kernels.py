@@ -37,7 +37,12 @@ class TailMixin(KernelEmitter):
         for n in nodes:
             aux: Any = None
             if n.op.name == "npu.lut":
-                aux = self.load_const(f"{n.output.name}.table", self.ctx.array(n.inputs[1]))
+                table = self.ctx.array(n.inputs[1])
+                if table.ndim == 2 and out.c > 1:  # per-channel: each tile loads its block
+                    aux = (self.const(f"{n.output.name}.table", table),
+                           [self.alloc(cb * 256) for _ in range(2)])
+                else:
+                    aux = self.load_const(f"{n.output.name}.table", table)
             elif n.op.name in ("npu.add", "npu.mul"):
                 b = n.inputs[1]
                 assert b is not None
@@ -49,6 +54,22 @@ class TailMixin(KernelEmitter):
                 else:
                     aux = ("periodic", self.periodic(b), b.type.size)
             self._tail.append((n, aux))
+
+    def channel_tables(self, n: Node, aux: Any, box: tuple[int, int, int, int], out: View,
+                       parity: int) -> tuple[int, int]:
+        """(table address, tables) of a per-channel LUT on a tile of the NHWC output: a
+        [rows][c0:c1] box of channels loads tables c0..c1-1 into a tile buffer; a flat chunk
+        (one column, all tables resident) starts at a multiple of the channel count
+        (tiling.candidates keeps chunks so)."""
+        p0, _, c0, c1 = box
+        nch = n.inputs[1].type.shape[0]  # type: ignore[union-attr]
+        if out.c == 1:
+            assert p0 % nch == 0, f"{n.label()}: chunk at {p0} is not channel-aligned"
+            return aux, nch
+        assert out.c == nch, f"{n.label()}: per-channel tables on a {out.c}-column view"
+        dram, bufs = aux
+        self.dma(Opcode.LOAD, dram + 256 * c0, bufs[parity], 256 * (c1 - c0))
+        return bufs[parity], c1 - c0
 
     def periodic(self, b: Value) -> int:
         """A broadcast operand loaded whole into the workspace (SRAM address)."""
@@ -65,7 +86,11 @@ class TailMixin(KernelEmitter):
         count = (p1 - p0) * (c1 - c0)
         a = n.all_attrs
         if n.op.name == "npu.lut":
-            self.ins(Opcode.LUT, src=src, dst=dst, count=count, table=aux, out_dt=DType.I8)
+            table, tables = aux, 0
+            if n.inputs[1].type.rank == 2:  # type: ignore[union-attr]
+                table, tables = self.channel_tables(n, aux, box, out, parity)
+            self.ins(Opcode.LUT, src=src, dst=dst, count=count, table=table, tables=tables,
+                     out_dt=DType.I8)
             return
         if n.op.name == "npu.rescale":
             self.ins(Opcode.RESCALE, src=src, dst=dst, count=count, in_dt=DType.I8,

@@ -154,8 +154,16 @@ class _Lower:
     def op_lut(self, n: Node) -> None:
         x = self.v(n.inputs[0])
         tab = self.const(n.inputs[1], n, "table").astype(np.int8)
+        lay = self.lay[x]
+        if tab.ndim == 2:  # per-channel tables index the channel of a channel-innermost tile
+            if x.type.rank != 4 or n.attr("axis") % 4 != 1:
+                raise UnsupportedOpError(f"{n.label()}: per-channel tables run on the NPU only "
+                                         f"along the channels of a 4-D tensor, got axis "
+                                         f"{n.attr('axis')} of {x.type}")
+            x = self.in_layout(x, L.NHWC, n)
+            lay = self.lay[x]
         self.bind(n, self.emit(n, "npu.lut", [x, self.b.const(tab, f"{n.output.name}.table")],
-                               self.lay[x]))
+                               lay))
 
     def op_rescale(self, n: Node) -> None:
         x = self.v(n.inputs[0])

@@ -107,7 +107,7 @@ def accesses(op: Opcode, f: dict[str, int]) -> tuple[list[tuple[int, int, int]],
     elif op is Opcode.LUT:
         e = _es(g["out_dt"])
         rd(SRAM, g["src"], g["count"])
-        rd(SRAM, g["table"], 256 * e)
+        rd(SRAM, g["table"], 256 * e * max(g["tables"], 1))
         wr(SRAM, g["dst"], g["count"] * e)
     elif op is Opcode.POOL:
         from ocrc.runtime.cycles import conv_out

@@ -143,7 +143,10 @@ def candidates(kernel: Kernel, ctx: Ctx) -> list[dict[str, Any]]:
         outer = copy_plan(x.type.shape, lay[x], lay[y], 1)[0][0]  # type: ignore[union-attr]
         return [{}] + [{"parts": 1 << e} for e in range(1, 10) if 1 << e <= outer]
     size = n.output.type.size
-    return [{"ce": ce} for ce in _splits(size, 64, 10)]
+    # flat chunks start at a multiple of the channel count of any per-channel LUT
+    unit = math.lcm(64, *(m.inputs[1].type.shape[0] for m in kernel.nodes  # type: ignore[union-attr]
+                          if m.op.name == "npu.lut" and m.inputs[1].type.rank == 2))
+    return [{"ce": ce} for ce in _splits(size, unit, 10)]
 
 
 def evaluate(ctx: Ctx, kernel: Kernel, params: dict[str, Any]) -> Tiling | None:

@@ -177,3 +177,28 @@ def test_lstm_streams_r_in_small_blocks_when_sram_is_small() -> None:
     res, _ = check_exact(quantise(g.graph(y)), tiny_target(32768))
     lstm = [t for k, t in zip(res.plan.kernels, res.tilings) if k.anchor.op.name == "npu.lstm"]
     assert lstm[0].params["res"] == 0 and lstm[0].params["nb"] <= 4 * h // 8
+
+
+@pytest.mark.parametrize("target", ["npu", "tiny"])
+def test_per_channel_tables_after_equalisation(target: str) -> None:
+    """Cross-layer equalisation turns conv -> silu -> conv into per-channel silu tables: one
+    LUT instruction per tile, `tables` = the tile's channels."""
+    from ocrc.compiler.quant import calibrate, prepare, quantize_graph
+    from ocrc.compiler.quant.equalize import channel_absmax, equalize
+
+    g = G((1, 6, 10, 12))
+    a = g.conv(g.x, 24, pads=(1, 1, 1, 1), act="silu")
+    p = prepare(g.graph(g.conv(a, 16, pads=(1, 1, 1, 1))))
+    rng = np.random.default_rng(3)
+    data = [{"x": rng.random((1, 6, 10, 12)).astype(np.float32)} for _ in range(2)]
+    absmax: dict[str, np.ndarray] = {}
+    channel_absmax(p, data, absmax)
+    e = equalize(p, absmax)
+    qg = quantize_graph(e, calibrate(e, data, progress=False)).graph
+    luts = [n for n in qg.nodes if n.op.name == "lut"]
+    assert luts and luts[0].inputs[1].type.shape == (24, 256)
+    res, _ = check_exact(qg, TARGETS[target]())
+    from ocrc.runtime import isa
+    f = isa.decode_program(res.program.code)
+    luts = f[f[:, isa.C_OPCODE] == isa.Opcode.LUT]
+    assert luts.size and luts[:, isa.C_TABLES].max() > 1

@@ -19,7 +19,7 @@ from ocrc.compiler.ir.opdef import AttrDef, Attrs, defop
 from ocrc.compiler.ir.ops.elementwise import broadcast_shape
 from ocrc.compiler.ir.ops.nn import WINDOW_ATTRS, window_out
 from ocrc.compiler.ir.ops.qlstm import N_TABLES, lstm_steps
-from ocrc.compiler.ir.ops.quant import ref_qconcat
+from ocrc.compiler.ir.ops.quant import ref_lut, ref_qconcat
 from ocrc.compiler.ir.ops.rnn import LSTM_DIRECTIONS
 from ocrc.compiler.ir.types import DType, TensorType
 from ocrc.runtime import qmath
@@ -155,14 +155,18 @@ def _infer_unary(types: Sequence[TensorType | None], a: Attrs) -> list[TensorTyp
     _need(x.dtype == DType.I8, f"needs an i8 input, got {x}")
     if len(types) > 1:
         t = _t(types, 1)
-        _need(t.dtype == DType.I8 and t.shape == (256,), f"table must be i8[256], got {t}")
+        per_channel = x.rank >= 2 and t.shape == (x.shape[1], 256)
+        _need(t.dtype == DType.I8 and (t.shape == (256,) or per_channel),
+              f"table must be i8[256] or i8[C, 256] with C = x's channels (axis 1), got {t}")
     return [x]
 
 
 LUT = defop(
     "npu.lut", ("x", "table"), _infer_unary,
-    lambda xs, a: [_i8(qmath.lut_ref(np.asarray(xs[0], np.int64), xs[1]))],
-    "LUT: y = table[x + 128].", attrs=dict(_COMMON), traits=("elementwise", "npu"))
+    lambda xs, a: ref_lut(xs, {"axis": 1}),
+    "LUT: y = table[x + 128]; with an i8[C, 256] table, one table per channel (axis 1; the LUT "
+    "instruction's `tables` on a channel-innermost tile).", attrs=dict(_COMMON),
+    traits=("elementwise", "npu"))
 
 RESCALE = defop(
     "npu.rescale", ("x",), _infer_unary,

@@ -173,7 +173,7 @@ def _infer_lut(types: Sequence[TensorType | None], attrs: Attrs) -> list[TensorT
     return [x]
 
 
-def _ref_lut(xs: Sequence[np.ndarray | None], a: Attrs) -> list[np.ndarray]:
+def ref_lut(xs: Sequence[np.ndarray | None], a: Attrs) -> list[np.ndarray]:
     x, table = xs
     assert x is not None and table is not None
     x64 = np.asarray(x, np.int64)
@@ -186,7 +186,7 @@ def _ref_lut(xs: Sequence[np.ndarray | None], a: Attrs) -> list[np.ndarray]:
 
 
 LUT = defop(
-    "lut", ("x", "table"), _infer_lut, _ref_lut,
+    "lut", ("x", "table"), _infer_lut, ref_lut,
     "int8 table activation: y = table[x + 128] (table: a 256-entry int8 constant), or, with a "
     "[C, 256] table, y = table[c, x + 128] with c the index along `axis` (per-channel tables "
     "of cross-layer equalisation).",
