@@ -27,6 +27,7 @@ from ocrc.compiler.ir.ops.counts import node_macs
 from ocrc.compiler.passes import PassContext, parse_pipeline, run_passes
 from ocrc.compiler.pipeline import optimize
 from ocrc.compiler.quant import CalibTable, calibrate, prepare
+from ocrc.compiler.quant.equalize import channel_absmax, equalize
 from ocrc.frontend import import_onnx
 from ocrc.frontend.zoo import cache_dir
 from ocrc.runtime.program import Program, load_program
@@ -78,8 +79,11 @@ class OcrcModel:
     pipeline, "" for none). Call `calibrate` before anything int8."""
 
     def __init__(self, path: Path, passes: str = "", method: str = "minmax",
-                 name: str = "model") -> None:
+                 name: str = "model", equalize: bool = False) -> None:
         self.path, self.passes, self.method, self.name = path, passes, method, name
+        self.equalize = equalize  # cross-layer equalisation before calibration
+        self.absmax: dict[str, np.ndarray] = {}  # its channel statistics, over every shape
+        self._prepared: dict[Shape, Graph] = {}
         self.proto = onnx.load(str(path))
         inits = {t.name for t in self.proto.graph.initializer}
         self.input = next(i.name for i in self.proto.graph.input if i.name not in inits)
@@ -114,11 +118,23 @@ class OcrcModel:
         by_shape: dict[Shape, list[dict[str, np.ndarray]]] = collections.defaultdict(list)
         for x in inputs:
             by_shape[x.shape].append({self.input: x})
+        self._prepared.clear()
+        self.absmax = {}
+        if self.equalize:
+            for shape in sorted(by_shape):
+                channel_absmax(prepare(self.float_graph(shape)), by_shape[shape], self.absmax)
         for shape in sorted(by_shape):
-            calibrate(prepare(self.float_graph(shape)), by_shape[shape], table, progress=False)
+            calibrate(self.prepared_graph(shape), by_shape[shape], table, progress=False)
         self.table = table
         self.calib_digest = arrays_digest(inputs)
         self._quant.clear()
+
+    def prepared_graph(self, shape: Shape) -> Graph:
+        """The float graph the int8 one derives from: prepared, and equalised if asked."""
+        if shape not in self._prepared:
+            g = prepare(self.float_graph(shape))
+            self._prepared[shape] = equalize(g, self.absmax) if self.equalize else g
+        return self._prepared[shape]
 
     def quant_graph(self, shape: Shape) -> Graph:
         """The int8 graph (the golden model) for one input shape."""
@@ -128,7 +144,7 @@ class OcrcModel:
             ctx = PassContext(options={"calibration": self.table, "progress": False},
                               verify_each=False)
             self._quant[shape] = run_passes(
-                self.float_graph(shape), parse_pipeline(f"quantize{{method={self.method}}}"),
+                self.prepared_graph(shape), parse_pipeline(f"quantize{{method={self.method}}}"),
                 ctx)
         return self._quant[shape]
 
@@ -137,6 +153,7 @@ class OcrcModel:
         target = load_target(preset)
         text = json.dumps({"model": file_digest(self.path), "shape": list(shape),
                            "passes": self.passes, "method": self.method,
+                           "equalize": self.equalize,
                            "calib": self.calib_digest, "target": target.hash,
                            "ocrc": source_digest()}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:20]

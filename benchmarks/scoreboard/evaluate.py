@@ -186,7 +186,8 @@ class UnitRun:
         self.calib = [self.task.preprocess(s.image)
                       for s in load(self.calib_name)[:self.lim.calib_images]]
         self.ref = reference_input(spec, self.task, load, self.ds, self.xs)
-        self.base = OcrcModel(self.path, name=spec.key, method=spec.quant_method)
+        self.base = OcrcModel(self.path, name=spec.key, method=spec.quant_method,
+                              equalize=spec.equalize)
 
     def row(self, variant: str, preds: list[str], nbytes: int, kind: str, macs: int,
             **kw: object) -> AccuracyRow:
@@ -255,7 +256,7 @@ class UnitRun:
             passes = self.base.resolve_auto(comp.auto, self.ref.shape, self.calib)
             log.info("%s: %s chose %s", self.spec.key, comp.auto, passes)
         return OcrcModel(self.path, passes=passes, name=self.spec.key,
-                         method=self.spec.quant_method)
+                         method=self.spec.quant_method, equalize=self.spec.equalize)
 
     def int8_variant(self, comp: Compression) -> None:
         """Calibrate, compile per input width, read the data set in the VM on the default

@@ -51,6 +51,7 @@ class ModelSpec:
     sparsity: float = 0.0  # crnn: weight sparsity of the trained model
     method: str = ""  # crnn: how it was compressed in training
     quant_method: str = "minmax"  # activation ranges of ocrc int8 (docs/quantization.md §5)
+    equalize: bool = False  # cross-layer equalisation before calibration
 
 
 @dataclass(frozen=True)
@@ -103,11 +104,11 @@ REAL: dict[str, ModelSpec] = {
     "ddddocr": ModelSpec(
         "ddddocr", "ddddocr common.onnx", "real", lambda: fetch_model("ddddocr-common"),
         ddddocr_task, (("clean", "calib-clean"), ("captcha", "calib-captcha")), 160,
-        DDDDOCR_COMPRESSIONS, quant_method="mse"),
+        DDDDOCR_COMPRESSIONS, quant_method="mse", equalize=True),
     "ppocr-v2-rec": ModelSpec(
         "ppocr-v2-rec", "PP-OCRv2 rec", "real", lambda: fetch_model("ppocr-v2-rec"),
         ppocr_rec_task, (("clean", "calib-clean"),), 320, PPOCR_COMPRESSIONS,
-        quant_method="mse"),
+        quant_method="mse", equalize=True),
 }
 
 

@@ -182,10 +182,9 @@ def section_body(results: Sequence[ModelResult], cfg: Config, command: str, seco
         "compression passes, the calibration inputs, the target and the ocrc sources. "
         "PP-OCRv2 rec runs at its fixed 3x32x320 (resized and zero-padded as upstream). The "
         "demo CRNNs read height 32, white-padded to a multiple of 4, as trained. ocrc int8 "
-        "calibration: ddddocr and PP-OCRv2 rec use MSE-optimal activation ranges "
-        "(`quantize{method=mse}`), the demo CRNNs min-max. Cross-layer equalisation, which "
-        "helps both in the Quantisation section, writes per-channel tables that the NPU "
-        "backend does not lower yet, so the NPU rows run without it.")
+        "calibration: ddddocr and PP-OCRv2 rec are equalised across layers and use MSE-optimal "
+        "activation ranges (`quantize{equalize=true,method=mse}`, the best int8-only setting "
+        "of the Quantisation section), the demo CRNNs min-max.")
     columns = (
         f"Images per run: {limits_text}. *bytes*: the model file for onnxruntime and ocrc "
         "float, the `.npu` program (instructions, weights, I/O descriptors) at the reference "
