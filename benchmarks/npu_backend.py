@@ -134,8 +134,8 @@ def main() -> None:
         "dependency the model does not see); single instructions agree exactly "
         "(tests/backend/test_cost_schedule.py).\n"
         "- *deterministic*: a second compile gives a byte-identical .npu file.\n"
-        "- Light models marked *not quantisable* are rejected by the quantiser (LRN, unfolded "
-        "batch norm), before the backend. On npu-lite convs whose plain tiling does not fit "
+        "- LRN and unfolded batch norms (alexnet, zfnet512, inception_v1/v2, densenet121) are "
+        "decomposed before quantisation (the `decompose` pass). On npu-lite convs whose plain tiling does not fit "
         "split their reduction (input-channel chunks accumulated in int32) and layout copies "
         "are tiled; vgg19 is *not compiled* there because its 143.7 M int8 weights exceed "
         "the preset's 64 MiB of DRAM.\n")
