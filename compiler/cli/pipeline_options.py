@@ -88,7 +88,8 @@ def run_pipeline_ctx(graph: Graph, args: argparse.Namespace,
 
 # --- quantisation options (owned by the quantiser, compiler/quant) ------------------------------
 def add_quant_options(p: argparse.ArgumentParser) -> None:
-    """Add --quant, --calib, --quant-method and --quant-report (docs/quantization.md)."""
+    """Add --quant, --calib, --quant-method, --quant-equalize and --quant-report
+    (docs/quantization.md)."""
     from ocrc.compiler.quant.observers import METHODS
 
     g = p.add_argument_group("quantisation")
@@ -99,6 +100,9 @@ def add_quant_options(p: argparse.ArgumentParser) -> None:
                         "or an .npz archive")
     g.add_argument("--quant-method", choices=METHODS, default="minmax",
                    help="how activation ranges are chosen (default: minmax)")
+    g.add_argument("--quant-equalize", action="store_true",
+                   help="cross-layer equalisation before calibration (per-channel tables; "
+                        "with --quant-method mse the best int8 setting on ddddocr and PP-OCR)")
     g.add_argument("--quant-report", type=Path, metavar="FILE.json",
                    help="write per-layer SQNR/cosine vs float (entire and single modes, worst "
                         "first) and print the worst layers (stderr)")
@@ -122,7 +126,8 @@ def quant_passes(graph: Graph, args: argparse.Namespace, ctx: PassContext) -> li
         ctx.options["calibration"] = load_calibration_set(args.calib, graph)
     if args.quant_report is not None:
         ctx.options["quant_report"] = args.quant_report
-    return build_pipeline(f"quantize{{method={args.quant_method}}}")
+    eq = ",equalize=true" if getattr(args, "quant_equalize", False) else ""
+    return build_pipeline(f"quantize{{method={args.quant_method}{eq}}}")
 
 
 def report_quant(args: argparse.Namespace, ctx: PassContext, worst: int = 10) -> None:

@@ -85,3 +85,33 @@ def test_compile_errors(demo: dict[str, Path], capsys: pytest.CaptureFixture[str
     assert main(["compile", model, "-t", "npu", "--calib", str(demo["dir"] / "calib.npz"),
                  "--target-config", str(bad)]) == 2
     assert "mac.rows" in capsys.readouterr().err
+
+
+def test_compile_with_equalisation(tmp_path: Path) -> None:
+    """--quant-equalize (with --quant-method mse) compiles and runs; equalisation rescales
+    conv -> relu -> conv, so the program differs from the plain mse one."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w1 = numpy_helper.from_array((rng.standard_normal((8, 3, 3, 3)) * [[[[0.05]]]] *
+                                  np.arange(1, 9).reshape(8, 1, 1, 1)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(rng.standard_normal((4, 8, 3, 3)).astype(np.float32), "w2")
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["a"], ["r"]),
+             helper.make_node("Conv", ["r", "w2"], ["y"], pads=[1, 1, 1, 1])]
+    g = helper.make_graph(nodes, "eq", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, [1, 3, 8, 8])], [helper.make_tensor_value_info(
+            "y", TensorProto.FLOAT, [1, 4, 8, 8])], [w1, w2])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]),
+              tmp_path / "m.onnx")
+    np.savez(tmp_path / "calib.npz", **{f"s{i}": rng.random((1, 3, 8, 8)).astype(np.float32)
+                                        for i in range(3)})
+    np.save(tmp_path / "x.npy", rng.random((1, 3, 8, 8)).astype(np.float32))
+    progs = []
+    for i, eq in enumerate(([], ["--quant-equalize"])):
+        progs.append(tmp_path / f"mse{i}.npu")
+        assert main(["compile", str(tmp_path / "m.onnx"), "-t", "npu", "--calib",
+                     str(tmp_path / "calib.npz"), "--quant-method", "mse", *eq, "-o",
+                     str(progs[-1]), "--target-config", "npu-lite"]) == 0
+    assert progs[0].read_bytes() != progs[1].read_bytes()
+    assert main(["run", str(progs[1]), "--input", f"x={tmp_path / 'x.npy'}"]) == 0
