@@ -7,7 +7,6 @@ float32 rounding (the band sum is a float32 conv where the lrn reference sums in
 from __future__ import annotations
 
 import numpy as np
-
 from ocrc.compiler.ir.graph import Node, Value
 from ocrc.compiler.rewrite import Rewriter
 
@@ -52,6 +51,11 @@ def lrn_as_ops(rw: Rewriter, node: Node) -> Value | None:
     den = rw.emit("conv", (sq, rw.const(w), rw.const(np.full(c, a["bias"], np.float32))),
                   name=node.name)
     inv = rw.emit("pow", (den, rw.const(np.float32(-a["beta"]))), name=node.name)
+    # Calibration and the quantiser key ranges by value name: unnamed intermediates of two
+    # steps (or two lrn nodes) would share one range (the x*x range for pow's output).
+    out = node.outputs[0].name or node.name
+    for v, suffix in ((sq, "sq"), (den, "den"), (inv, "pow")):
+        v.name = f"{out}.lrn_{suffix}"
     return rw.emit("mul", (x, inv), name=node.name)
 
 
