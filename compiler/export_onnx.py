@@ -3,8 +3,12 @@
 Float graphs become plain opset-17 ONNX (conv/dense epilogues expanded into Add and activation
 nodes). A quantised model is written as QDQ: the prepared float graph with QuantizeLinear ->
 DequantizeLinear pairs on every value the int8 graph quantises, int8 per-channel weights and
-int32 biases behind DequantizeLinear, the LSTM included (its W and R as int8 per row). The file
-runs in onnxruntime and opens in Netron.
+int32 biases behind DequantizeLinear, the LSTM included (its W and R as int8 per row). int16
+activations (mixed precision) are QuantizeLinear/DequantizeLinear with int16 zero points of the
+`com.microsoft` domain (onnxruntime's; the standard ops take int16 only from opset 21, and
+onnxruntime 1.31's QDQ propagation rejects opset-21 graphs with a Reshape after a
+DequantizeLinear); the wide int64 biases of their MACs are float constants (their exact values).
+The file runs in onnxruntime and opens in Netron.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from ocrc.compiler.quant.quantizer import QuantResult
 from ocrc.runtime.fileio import atomic_write_bytes
 
 OPSET = 17
+MS_DOMAIN = "com.microsoft"  # onnxruntime's contrib QuantizeLinear/DequantizeLinear (int16)
 _ONNX_DTYPE = {"f32": TensorProto.FLOAT, "f64": TensorProto.DOUBLE, "i8": TensorProto.INT8,
                "u8": TensorProto.UINT8, "i16": TensorProto.INT16, "i32": TensorProto.INT32,
                "i64": TensorProto.INT64, "bool": TensorProto.BOOL}
@@ -41,6 +46,7 @@ class _Writer:
         self.taken: set[str] = set()
         self.consts = {n.outputs[0]: n.attrs["value"] for n in g.nodes if n.op.name == "const"}
         self.counter = 0
+        self.int16 = qres is not None and any(qp.bits == 16 for qp in qres.qparams.values())
 
     def fresh(self, base: str) -> str:
         base = base or "t"
@@ -63,12 +69,13 @@ class _Writer:
                                            **attrs))
         return outs
 
-    def qdq(self, name: str, scale: float, zp: int, base: str) -> str:
-        """name -> QuantizeLinear -> DequantizeLinear (per tensor)."""
+    def qdq(self, name: str, scale: float, zp: int, base: str, bits: int = 8) -> str:
+        """name -> QuantizeLinear -> DequantizeLinear (per tensor; int16 when bits is 16)."""
         s = self.init(np.array(scale, np.float32), f"{base}.scale")
-        z = self.init(np.array(zp, np.int8), f"{base}.zp")
-        q = self.node("QuantizeLinear", [name, s, z], base)[0]
-        return self.node("DequantizeLinear", [q, s, z], base)[0]
+        z = self.init(np.array(zp, np.int16 if bits == 16 else np.int8), f"{base}.zp")
+        domain = {"domain": MS_DOMAIN} if bits == 16 else {}
+        q = self.node("QuantizeLinear", [name, s, z], base, **domain)[0]
+        return self.node("DequantizeLinear", [q, s, z], base, **domain)[0]
 
     def ref(self, v: Value | None) -> str:
         if v is None:
@@ -84,7 +91,7 @@ class _Writer:
         """Record v's ONNX name, wrapped in Q/DQ when the int8 model quantises v."""
         if self.qres is not None and v.name in self.qres.qparams and v not in self.consts:
             qp = self.qres.qparams[v.name]
-            name = self.qdq(name, qp.scale, qp.zp, v.name)
+            name = self.qdq(name, qp.scale, qp.zp, v.name, qp.bits)
         self.names[v] = name
 
     def weight(self, n: Node, v: Value | None, what: str) -> str:
@@ -95,6 +102,8 @@ class _Writer:
         if self.qres is None or key not in self.qres.weights:
             return self.ref(v)
         q, scale, axis = self.qres.weights[key]
+        if q.dtype == np.int64:  # a wide bias (int16 input): its exact value as a float
+            return self.init((q * scale).astype(np.float32), key)
         shape = q.shape
         if scale.ndim > 1:  # per (direction, row) scales: DQ a [D*4H, K] view, reshape back
             q, scale, axis = q.reshape(scale.size, -1), scale.reshape(-1), 0
@@ -152,7 +161,12 @@ def _mac(w: _Writer, n: Node) -> list[str]:
 
 def _lstm(w: _Writer, n: Node) -> list[str]:
     base = n.outputs[0].name
-    ins = [w.ref(n.inputs[0]), w.weight(n, n.inputs[1], "W"), w.weight(n, n.inputs[2], "R")]
+    x = w.ref(n.inputs[0])
+    x_name = n.inputs[0].name if n.inputs[0] is not None else ""
+    if w.qres is not None and x_name in w.qres.narrowed:  # int16 input rescaled to int8
+        qp = w.qres.narrowed[x_name]
+        x = w.qdq(x, qp.scale, qp.zp, f"{x_name}.i8")
+    ins = [x, w.weight(n, n.inputs[1], "W"), w.weight(n, n.inputs[2], "R")]
     ins += [w.ref(v) for v in n.inputs[3:]]
     while ins and not ins[-1]:
         ins.pop()
@@ -249,8 +263,10 @@ def export_onnx(g: Graph, qres: QuantResult | None = None) -> onnx.ModelProto:
         outputs.append(helper.make_tensor_value_info(v.name, _ONNX_DTYPE[v.type.dtype.value],
                                                      list(v.type.shape)))
     graph = helper.make_graph(w.nodes, g.name or "main", inputs, outputs, w.inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="ocrc")
+    opsets = [helper.make_opsetid("", OPSET)]
+    if w.int16:
+        opsets.append(helper.make_opsetid(MS_DOMAIN, 1))
+    model = helper.make_model(graph, opset_imports=opsets, producer_name="ocrc")
     model.ir_version = 8
     onnx.checker.check_model(model)
     return model

@@ -24,28 +24,37 @@ INT16_MIN, INT16_MAX = -32768, 32767
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 MULT_BITS = 31  # mult is a Q31 fixed-point mantissa in [2**30, 2**31)
 MAX_SHIFT = 62  # |x| < 2**31 and mult < 2**31 keep x * mult + 2**61 inside int64
+# int16 activations (docs/quantization.md §8): a MAC with an int16 input accumulates in a wide
+# accumulator, |acc| < 2**WIDE_ACC_BITS, and its requantisation multiplier has a 15-bit mantissa
+# in [2**14, 2**15), so |acc * mult| < 2**62 and adding the rounding term 2**61 stays in int64.
+WIDE_MULT_BITS = 15
+WIDE_ACC_BITS = 47
+WIDE_BIAS_MAX = 2**40  # |bias| bound of wide accumulators (|sum| < 2**37 for K <= 32768)
+LUT16_SIZE = 513  # int16-input tables: 512 segments of 128 input steps, plus the end point
+LUT16_FRAC = 7  # log2 of the segment length
 
 
-def quantize_multiplier(real: float) -> tuple[int, int]:
-    """Return (mult, n) with real ~= mult * 2**-n, mult in [2**30, 2**31), n in [1, 62].
+def quantize_multiplier(real: float, bits: int = MULT_BITS) -> tuple[int, int]:
+    """Return (mult, n) with real ~= mult * 2**-n, mult in [2**(bits-1), 2**bits), n in [1, 62].
 
-    real == 0 gives (0, 1). The relative representation error is below 2**-30.
-    Raises OcrcError if real is negative, not finite, or outside [2**-32, 2**30].
+    bits = MULT_BITS (31) for int32 accumulators, WIDE_MULT_BITS (15) for wide ones. real == 0
+    gives (0, 1). The relative representation error is below 2**-bits. Raises OcrcError if real
+    is negative, not finite, or outside [2**(bits-63), 2**(bits-1)).
     """
     if not math.isfinite(real) or real < 0:
         raise OcrcError(f"quantize_multiplier: multiplier must be finite and >= 0, got {real!r}")
     if real == 0.0:
         return 0, 1
     mant, exp = math.frexp(real)  # real = mant * 2**exp, mant in [0.5, 1)
-    mult = round(mant * (1 << MULT_BITS))
-    if mult == 1 << MULT_BITS:  # mantissa rounded up to 1.0
+    mult = round(mant * (1 << bits))
+    if mult == 1 << bits:  # mantissa rounded up to 1.0
         mult //= 2
         exp += 1
-    n = MULT_BITS - exp
+    n = bits - exp
     if not 1 <= n <= MAX_SHIFT:
         raise OcrcError(
             f"quantize_multiplier: multiplier {real!r} is outside the representable range "
-            f"[2**-{MAX_SHIFT - MULT_BITS}, 2**{MULT_BITS - 1}]"
+            f"[2**-{MAX_SHIFT - bits}, 2**{bits - 1}]"
         )
     return int(mult), int(n)
 
@@ -149,6 +158,24 @@ def add_shift_ref(a, b, n, lo, hi):  # type: ignore[no-untyped-def]
     """Sum with a rounding right shift (LSTM gate pre-activation from two rescaled int32
     projections): clamp(mul_round_shift(a + b, 1, n), lo, hi), n >= 1."""
     return clamp(mul_round_shift(a + b, 1, n), lo, hi)
+
+
+@register_jitable
+def lut16_interp(t0, t1, f):  # type: ignore[no-untyped-def]
+    """t0 + mul_round_shift((t1 - t0) * f, 1, 7): the entry t0 = T[i] moved toward the next
+    entry t1 = T[i + 1] by f/128 (f in [0, 127]), rounded half up; lies between t0 and t1."""
+    return t0 + mul_round_shift((t1 - t0) * f, 1, LUT16_FRAC)
+
+
+@register_jitable
+def lut16_ref(x, table):  # type: ignore[no-untyped-def]
+    """Interpolated table activation on int16 (docs §8): with u = x + 32768 in [0, 65535],
+    segment i = u >> 7 and position f = u & 127 in the 513-entry table T,
+        y = T[i] + mul_round_shift((T[i + 1] - T[i]) * f, 1, 7)
+    (no clamp is needed: y lies between two entries of the output range)."""
+    u = x + 32768
+    i = u >> LUT16_FRAC
+    return lut16_interp(table[i], table[i + 1], u & 127)
 
 
 def requantize16_ref(acc: np.ndarray, mult: np.ndarray | int, n: np.ndarray | int,

@@ -327,6 +327,10 @@ def lower(g: Graph) -> Graph:
     NPU cannot run."""
     st = _Lower(g)
     for n in g.nodes:
+        if n.op.name not in ("const", "qlstm") and any(v.type.dtype.value == "i16"
+                                                       for v in n.outputs):
+            raise UnsupportedOpError(f"{n.label()}: int16 activations are not lowered to the "
+                                     "NPU yet (quantise with --quant-int16 none)")
         st.lower(n)
     st.b.output(*(st.v(v) for v in g.outputs))
     out = mark_fusion(st.b.graph.dce())

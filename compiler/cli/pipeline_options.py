@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from ocrc.compiler.passes import (
     run_passes,
 )
 from ocrc.compiler.pipeline import DEFAULT, PIPELINES, build_pipeline
+
+log = logging.getLogger(__name__)
 
 
 def add_pipeline_options(p: argparse.ArgumentParser, default: str = DEFAULT,
@@ -103,6 +106,16 @@ def add_quant_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--quant-equalize", action="store_true",
                    help="cross-layer equalisation before calibration (per-channel tables; "
                         "with --quant-method mse the best int8 setting on ddddocr and PP-OCR)")
+    g.add_argument("--quant-int16", default="none", metavar="auto|none|all|LAYER+LAYER",
+                   help="mixed precision: keep int16 activations for the layers whose "
+                        "single-mode SQNR is below --int16-threshold (auto), every layer (all) "
+                        "or the named ones, where the target declares an int16 MAC mode "
+                        "(default: none; the NPU backend does not lower int16 yet)")
+    g.add_argument("--int16-threshold", type=float, default=None, metavar="DB",
+                   help="SQNR threshold of --quant-int16 auto (default: 30 dB)")
+    g.add_argument("--int16-budget", type=float, default=None, metavar="X",
+                   help="--quant-int16 auto stops before the MAC cycles exceed (1 + X) times "
+                        "the all-int8 ones (default: no limit)")
     g.add_argument("--quant-report", type=Path, metavar="FILE.json",
                    help="write per-layer SQNR/cosine vs float (entire and single modes, worst "
                         "first) and print the worst layers (stderr)")
@@ -119,6 +132,8 @@ def quant_passes(graph: Graph, args: argparse.Namespace, ctx: PassContext) -> li
                 continue  # the compression options use it (compression_passes loaded it)
             if getattr(args, opt, None) is not None:
                 raise PassError(f"--{opt.replace('_', '-')} needs --quant int8")
+        if (getattr(args, "quant_int16", "none") or "none") != "none":
+            raise PassError("--quant-int16 needs --quant int8")
         return []
     if args.calib is None:
         raise PassError("--quant int8 needs calibration data: --calib DIR|FILE.npz")
@@ -127,10 +142,47 @@ def quant_passes(graph: Graph, args: argparse.Namespace, ctx: PassContext) -> li
     if args.quant_report is not None:
         ctx.options["quant_report"] = args.quant_report
     eq = ",equalize=true" if getattr(args, "quant_equalize", False) else ""
-    return build_pipeline(f"quantize{{method={args.quant_method}{eq}}}")
+    return build_pipeline(f"quantize{{method={args.quant_method}{eq}{_int16_options(args)}}}")
+
+
+def _int16_options(args: argparse.Namespace) -> str:
+    """The quantize pass's int16 options from --quant-int16/--int16-threshold/--int16-budget;
+    int16 only where the target (--target-config) declares an int16 MAC mode."""
+    from ocrc.compiler.quant.mixed import parse_int16
+    from ocrc.runtime.target import load_target
+
+    spec = getattr(args, "quant_int16", "none") or "none"
+    mode, _ = parse_int16(spec)
+    if mode == "none":
+        for opt in ("int16_threshold", "int16_budget"):
+            if getattr(args, opt, None) is not None:
+                raise PassError(f"--{opt.replace('_', '-')} needs --quant-int16 auto")
+        return ""
+    target = getattr(args, "npu_target", None)
+    if target is None and getattr(args, "target_config", None):
+        target = load_target(args.target_config)
+    rate = ""
+    if target is not None:
+        if not target.int16:
+            if mode == "auto":
+                log.warning("--quant-int16 auto: target %s declares no int16 MAC mode "
+                            "(mac.int16 = false); every activation stays int8", target.name)
+                return ""
+            raise PassError(f"--quant-int16 {spec}: target {target.name} declares no int16 MAC "
+                            "mode (mac.int16 = false)")
+        rate = f",int16_rate={target.int16_rate}"
+    out = f",int16={spec}{rate}"
+    if args.int16_threshold is not None:
+        out += f",int16_threshold={args.int16_threshold}"
+    if args.int16_budget is not None:
+        out += f",int16_budget={args.int16_budget}"
+    return out
 
 
 def report_quant(args: argparse.Namespace, ctx: PassContext, worst: int = 10) -> None:
+    plan = ctx.options.get("int16_plan")
+    if plan is not None and plan.values:
+        sys.stderr.write(f"mixed precision: {plan.summary()}: {', '.join(plan.layers)}\n")
     rep = ctx.options.get("quant_report_table")
     if rep is not None:
         sys.stderr.write(f"quantisation report ({args.quant_report}), {worst} worst layers:\n")

@@ -24,6 +24,7 @@ from ocrc.compiler.quant.calibrate import CalibTable, calibrate, load_calibratio
 from ocrc.compiler.quant.bias_correction import bias_correct
 from ocrc.compiler.quant.checks import verify_quantized
 from ocrc.compiler.quant.equalize import channel_absmax, equalize
+from ocrc.compiler.quant.mixed import DEFAULT_RATE, DEFAULT_THRESHOLD, parse_int16, select_int16
 from ocrc.compiler.quant.observers import DEFAULT_PERCENTILE, METHODS
 from ocrc.compiler.quant.quantizer import prepare, quantize_graph
 from ocrc.compiler.quant.report import quant_report
@@ -54,11 +55,19 @@ class Quantize(Pass):
     calib: str = ""
     equalize: bool = False  # cross-layer equalisation with per-channel tables (helps PP-OCR)
     bias_correction: bool = False  # empirical per-channel bias correction (single mode)
+    # Mixed precision (docs/quantization.md §8): none, all, auto or LAYER+LAYER; auto promotes
+    # the layers whose single-mode SQNR is below int16_threshold dB, cheapest first, while the
+    # MAC cycles stay within 1 + int16_budget times the all-int8 ones (costed at int16_rate).
+    int16: str = "none"
+    int16_threshold: float = DEFAULT_THRESHOLD
+    int16_budget: float = float("inf")
+    int16_rate: float = DEFAULT_RATE
 
     def run(self, g: Graph, ctx: PassContext) -> Graph:
         if self.method not in METHODS:
             raise PassError(f"quantize: method {self.method!r} is not one of "
                             f"{', '.join(METHODS)}")
+        parse_int16(self.int16)  # a bad spec fails before calibration
         prepared = prepare(g)
         data: Any = ctx.options.get("calibration")
         if self.calib:
@@ -85,7 +94,14 @@ class Quantize(Pass):
             table = data
         else:
             table = calibrate(prepared, samples, progress=bool(ctx.options.get("progress", True)))
-        res = quantize_graph(prepared, table, self.method, self.percentile)
+        plan = select_int16(prepared, table, self.int16,
+                            samples[:REPORT_SAMPLES] if samples is not None else None,
+                            self.method, self.percentile, self.int16_threshold,
+                            self.int16_budget, self.int16_rate)
+        if plan.values:
+            log.info("quantize: %s", plan.summary())
+        ctx.options["int16_plan"] = plan
+        res = quantize_graph(prepared, table, self.method, self.percentile, plan.values)
         if self.bias_correction and samples is not None:
             res = bias_correct(prepared, res, samples[:EQ_SAMPLES])
         verify_quantized(res.graph)

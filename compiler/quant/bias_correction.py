@@ -17,6 +17,7 @@ from ocrc.compiler.ir.graph import Graph, Node, Value
 from ocrc.compiler.ir.interp import run
 from ocrc.compiler.ir.ops.quant import BIAS_MAX
 from ocrc.compiler.quant.quantizer import QuantResult
+from ocrc.runtime import qmath
 
 
 def _channel_mean(a: np.ndarray, axis: int) -> np.ndarray:
@@ -52,7 +53,7 @@ def bias_correct(float_graph: Graph, qres: QuantResult,
             qp = qres.qparams[name]
             f = fv[name]
             if name in qres.table_inputs:
-                f = np.clip(f, qp.scale * (-128 - qp.zp), qp.scale * (127 - qp.zp))
+                f = np.clip(f, *qp.real_range())
             e = _channel_mean(f - qp.dequantize(out), 1 if node.op.name == "qconv" else -1)
             err[name] = err.get(name, 0.0) + e
     if count == 0:
@@ -61,8 +62,9 @@ def bias_correct(float_graph: Graph, qres: QuantResult,
     for v, name in targets.items():
         node = macs[v]
         bq, acc_scale, axis = qres.weights[f"{name}.bias"]
-        fixed = np.clip(bq + np.rint(err[name] / count / acc_scale), -BIAS_MAX, BIAS_MAX)
-        fixed = fixed.astype(np.int32)
+        bound = BIAS_MAX if bq.dtype == np.int32 else qmath.WIDE_BIAS_MAX  # int64: wide acc
+        fixed = np.clip(bq + np.rint(err[name] / count / acc_scale), -bound, bound)
+        fixed = fixed.astype(bq.dtype)
         new_bias[node.inputs[2]] = fixed  # type: ignore[index]
         qres.weights[f"{name}.bias"] = (fixed, acc_scale, axis)
     nodes = []

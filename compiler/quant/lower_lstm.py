@@ -53,7 +53,7 @@ def emit_qlstm(st: _Q, n: Node) -> None:
     if users.get(yc_v) or yc_v in st.outputs:
         raise QuantizeError(f"{n.label()}: the cell state output Y_c cannot stay int16 here")
     d_n, hs = LSTM_DIRECTIONS[n.attr("direction")], n.attr("hidden_size")
-    qx, qpx = st.q(x, n), st.qp(x)
+    qx, qpx = st.narrow(x, n)  # the integer LSTM reads int8 (an int16 x is rescaled)
     qph = st.qp(y_v)
     where = n.label()
 

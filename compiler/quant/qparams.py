@@ -27,31 +27,51 @@ class QuantizeError(OcrcError):
 
 @dataclass(frozen=True)
 class QParams:
-    """Affine int8 parameters of one activation tensor: real = scale * (q - zp)."""
+    """Parameters of one activation tensor: real = scale * (q - zp); bits 8 (int8, affine) or
+    16 (int16, symmetric: zp 0; docs §8)."""
 
     scale: float
     zp: int
+    bits: int = 8
+
+    @property
+    def qmin(self) -> int:
+        return qmath.INT8_MIN if self.bits == 8 else qmath.INT16_MIN
+
+    @property
+    def qmax(self) -> int:
+        return qmath.INT8_MAX if self.bits == 8 else qmath.INT16_MAX
+
+    @property
+    def np_dtype(self) -> type:
+        return np.int8 if self.bits == 8 else np.int16
 
     def quantize(self, x: np.ndarray) -> np.ndarray:
-        return qmath.quantize_ref(x, self.scale, self.zp).astype(np.int8)
+        return qmath.quantize_ref(x, self.scale, self.zp, self.qmin,
+                                  self.qmax).astype(self.np_dtype)
 
     def dequantize(self, q: np.ndarray) -> np.ndarray:
         return qmath.dequantize_ref(q, self.scale, self.zp)
 
+    def real_range(self) -> tuple[float, float]:
+        """The real values of the smallest and largest code."""
+        return self.scale * (self.qmin - self.zp), self.scale * (self.qmax - self.zp)
+
     def clamp_of(self, lo: float | None, hi: float | None) -> tuple[int, int]:
-        """The int8 clamp [lo_q, hi_q] of a real clamp [lo, hi] (None: unbounded)."""
-        qlo = qmath.INT8_MIN if lo is None else max(qmath.INT8_MIN,
-                                                   self.zp + int(np.rint(lo / self.scale)))
-        qhi = qmath.INT8_MAX if hi is None else min(qmath.INT8_MAX,
-                                                   self.zp + int(np.rint(hi / self.scale)))
+        """The integer clamp [lo_q, hi_q] of a real clamp [lo, hi] (None: unbounded)."""
+        qlo = self.qmin if lo is None else max(self.qmin, self.zp + int(np.rint(lo / self.scale)))
+        qhi = self.qmax if hi is None else min(self.qmax, self.zp + int(np.rint(hi / self.scale)))
         return qlo, max(qlo, qhi)
 
 
-def qparams_from_range(lo: float, hi: float) -> QParams:
-    """Asymmetric int8 parameters covering [min(lo, 0), max(hi, 0)] (0 exactly representable)."""
+def qparams_from_range(lo: float, hi: float, bits: int = 8) -> QParams:
+    """Asymmetric int8 parameters covering [min(lo, 0), max(hi, 0)] (0 exactly representable);
+    bits = 16: symmetric int16 parameters (zp 0, scale max(|lo|, |hi|) / 32767)."""
     lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
     if not (math.isfinite(lo) and math.isfinite(hi)):
         raise QuantizeError(f"cannot quantise a non-finite range [{lo}, {hi}]")
+    if bits == 16:
+        return QParams(float(np.float32(max(-lo, hi, 1e-8) / qmath.INT16_MAX)), 0, 16)
     if hi - lo < 1e-8:  # an all-zero tensor: any scale represents it
         return QParams(1e-8 / 255, 0)
     scale = (hi - lo) / 255.0
@@ -79,39 +99,50 @@ def quantize_weights(w: np.ndarray, axis: int = 0,
     return q, scale
 
 
-def quantize_bias(b: np.ndarray | None, acc_scale: np.ndarray, n: int) -> np.ndarray:
-    """int32 bias at the accumulator scale s_x * s_w[c], saturated to +-2**30 (docs §3)."""
+def quantize_bias(b: np.ndarray | None, acc_scale: np.ndarray, n: int,
+                  wide: bool = False) -> np.ndarray:
+    """int32 bias at the accumulator scale s_x * s_w[c], saturated to +-2**30 (docs §3); wide
+    (an int16 input): int64, saturated to +-2**40 (docs §8)."""
+    bound, dtype = (qmath.WIDE_BIAS_MAX, np.int64) if wide else (BIAS_MAX, np.int32)
     if b is None:
-        return np.zeros(n, np.int32)
+        return np.zeros(n, dtype)
     q = np.rint(np.asarray(b, np.float64) / acc_scale)
-    return np.clip(q, -BIAS_MAX, BIAS_MAX).astype(np.int32)
+    return np.clip(q, -bound, bound).astype(dtype)
 
 
-def multiplier(real: float, where: str) -> tuple[int, int]:
-    """(mult, shift) for a positive real multiplier; QuantizeError naming `where` if it does
-    not fit the representable range."""
+def multiplier(real: float, where: str, bits: int = qmath.MULT_BITS) -> tuple[int, int]:
+    """(mult, shift) for a positive real multiplier (a `bits`-bit mantissa); QuantizeError
+    naming `where` if it does not fit the representable range."""
     try:
-        return qmath.quantize_multiplier(float(real))
+        return qmath.quantize_multiplier(float(real), bits)
     except OcrcError as e:
         raise QuantizeError(f"{where}: {e}") from None
 
 
-def multipliers(reals: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
+def multipliers(reals: np.ndarray, where: str,
+                bits: int = qmath.MULT_BITS) -> tuple[np.ndarray, np.ndarray]:
     """Vectorised `multiplier`: int32 arrays (mult, shift)."""
-    pairs = [multiplier(r, where) for r in np.asarray(reals, np.float64).reshape(-1)]
+    pairs = [multiplier(r, where, bits) for r in np.asarray(reals, np.float64).reshape(-1)]
     mult = np.array([p[0] for p in pairs], np.int32).reshape(np.shape(reals))
     shift = np.array([p[1] for p in pairs], np.int32).reshape(np.shape(reals))
     return mult, shift
 
 
 def build_lut(fn: Callable[[np.ndarray], np.ndarray], qin: QParams, qout: QParams) -> np.ndarray:
-    """The 256-entry int8 table of y = fn(x): table[i] = quantize(fn(dequantize(i - 128)))."""
-    q = np.arange(-128, 128, dtype=np.int64)
+    """The table of y = fn(x): table[i] = quantize(fn(dequantize(code i))). An int8 input
+    gives 256 entries (codes -128..127) of the output's type; an int16 input 513 int16 entries
+    at the codes 128 j - 32768, j = 0..512 (the last one, 32768, is only an interpolation end
+    point), read with linear interpolation (qmath.lut16_ref, docs §8)."""
+    if qin.bits == 8:
+        q = np.arange(-128, 128, dtype=np.int64)
+    else:
+        q = np.arange(qmath.LUT16_SIZE, dtype=np.int64) * (1 << qmath.LUT16_FRAC) - 32768
     x = qin.scale * (q - qin.zp)
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):  # pow(0, -b) = inf
         y = np.asarray(fn(x.astype(np.float32)), np.float64)
     y = np.nan_to_num(y / qout.scale, nan=0.0, posinf=1e9, neginf=-1e9)
-    return np.clip(np.rint(y) + qout.zp, -128, 127).astype(np.int8)
+    table = np.clip(np.rint(y) + qout.zp, qout.qmin, qout.qmax)
+    return table.astype(np.int16 if qin.bits == 16 or qout.bits == 16 else np.int8)
 
 
 def gate_table(fn: Callable[[np.ndarray], np.ndarray], scale: float) -> np.ndarray:

@@ -9,18 +9,20 @@ ops (softmax) after the output dequantise. Rules per op are in docs/quantization
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ocrc.compiler.ir.graph import Builder, Graph, Node, Value
-from ocrc.compiler.ir.opdef import OPS
 from ocrc.compiler.ir.ops.elementwise import ACTIVATIONS
 from ocrc.compiler.ir.ops.quant import MAX_K
+from ocrc.runtime import qmath
 from ocrc.compiler.quant.calibrate import CalibTable
 from ocrc.compiler.quant.decompose import PATTERNS as DECOMPOSE
 from ocrc.compiler.quant.lower_lstm import emit_qlstm
+from ocrc.compiler.quant.tables import chain_fns, channel_chains, flat_clip, unary_fn
 from ocrc.compiler.quant.qparams import (ADD_FRAC, QParams, QuantizeError, build_lut,
                                          multiplier, multipliers, qparams_from_range,
                                          quantize_bias, quantize_weights)
@@ -47,6 +49,10 @@ class QuantResult:
     # "<output>.<operand>" -> (int8/int32 array, per-channel scales, channel axis): the
     # quantised weights and biases, for QDQ export.
     weights: dict[str, tuple[np.ndarray, np.ndarray, int]] = field(default_factory=dict)
+    int16: list[str] = field(default_factory=list)  # values kept in int16 (docs §8)
+    # int16 values narrowed to int8 for an op without an int16 form (the LSTM input)
+    narrowed: dict[str, QParams] = field(default_factory=dict)
+    methods: dict[str, str] = field(default_factory=dict)  # range method per value (auto)
 
 
 # --- prepare ---------------------------------------------------------------------------------
@@ -95,8 +101,12 @@ def _rebind(g: Graph, new: Value, old: Value) -> None:
 class _Q:
     """The state of one quantize_graph run."""
 
-    def __init__(self, g: Graph, table: CalibTable, method: str, percentile: float) -> None:
+    def __init__(self, g: Graph, table: CalibTable, method: str, percentile: float,
+                 int16: Collection[str] = ()) -> None:
         self.g, self.table, self.method, self.percentile = g, table, method, percentile
+        # The integer LSTM has int8 results only (docs §8): its outputs are never int16.
+        self.int16 = frozenset(int16) - {v.name for n in g.nodes if n.op.name == "lstm"
+                                         for v in n.outputs}
         self.b = Builder(Graph([], [], [], g.name))
         self.res = QuantResult(self.b.graph)
         self.consts = {n.outputs[0]: n.attrs["value"] for n in g.nodes if n.op.name == "const"}
@@ -114,7 +124,12 @@ class _Q:
         if ob is None or ob.empty:
             raise QuantizeError(f"value %{v.name} was not calibrated (no observer); run "
                                 "calibration on the prepared graph")
-        method = "minmax" if v in self.outputs else self.method
+        bits = 16 if v.name in self.int16 else 8
+        # int16 values and the logits keep minmax: 65536 levels need no clipping, and the
+        # argmax must never be clipped.
+        method = "minmax" if v in self.outputs or bits == 16 else self.method
+        if method == "auto":  # per value: the method with the least histogram MSE
+            method = self.res.methods[v.name] = ob.auto_method(self.percentile)
         lo, hi = ob.choose_range(method, self.percentile)
         fns = [(u, self.table_fns(u)) for u in self.users.get(v, [])]
         if fns and v not in self.outputs and all(f is not None for _, f in fns):
@@ -123,9 +138,25 @@ class _Q:
                       for u, fs in fns for f in fs]  # type: ignore[union-attr]
             lo, hi = min(b[0] for b in bounds), max(b[1] for b in bounds)
             self.res.table_inputs.add(v.name)
-        qp = qparams_from_range(lo, hi)
+        qp = qparams_from_range(lo, hi, bits)
         self.res.qparams[v.name] = qp
+        if bits == 16:
+            self.res.int16.append(v.name)
         return qp
+
+    def narrow(self, fv: Value, n: Node) -> tuple[Value, QParams]:
+        """fv as int8 for an op without an int16 form: a `rescale` of its int16 value to int8
+        parameters of its own calibrated range (docs §8)."""
+        qv, qp = self.q(fv, n), self.qp(fv)
+        if qp.bits == 8:
+            return qv, qp
+        ob = self.table.observers[fv.name]
+        qp8 = qparams_from_range(*ob.choose_range(self.method, self.percentile))
+        m, s = multiplier(qp.scale / qp8.scale, n.label())
+        self.res.narrowed[fv.name] = qp8
+        y = self.b.op("rescale", qv, name=n.name, out_name=f"{fv.name}.i8", mult=m, shift=s,
+                      y_zp=qp8.zp)
+        return y, qp8
 
     def table_fns(self, u: Node) -> list[Any] | None:
         """The float functions u's int8 table(s) will hold, None if u is not a table."""
@@ -146,7 +177,7 @@ class _Q:
         qpx, qpy = self.qp(x), self.qp(out)
         table = np.stack([build_lut(fn, qpx, qpy) for fn in chain_fns(f, s)])
         y = self.b.op("lut", self.q(x, head), self.b.const(table, f"{out.name}.table"),
-                      name=f.name, axis=1)
+                      name=f.name, axis=1, **_ybits(qpy))
         self.bind(out, y, qpy, f.name)
 
     def bind(self, fv: Value, qv: Value, qp: QParams, layer: str) -> None:
@@ -207,13 +238,17 @@ class _Q:
         qx, qpx = self.q(x, n), self.qp(x)
         out = n.outputs[0]
         qpy = self.qp(out)
-        # Floor the weight scales so the multiplier stays >= 2**-30 and the bias fits +-2**30.
-        floor = np.maximum(qpy.scale * 2.0**-30, np.abs(bias if bias is not None else 0.0)
-                           * 2.0**-29) / qpx.scale
+        # Floor the weight scales so the multiplier stays representable (>= 2**-30; wide:
+        # >= 2**-46) and the bias fits +-2**30 (wide: +-2**40), with a margin of 2.
+        wide = qpx.bits == 16
+        m_min, b_max = (2.0**-46, 2.0**39) if wide else (2.0**-30, 2.0**29)
+        floor = np.maximum(qpy.scale * m_min, np.abs(bias if bias is not None else 0.0)
+                           / b_max) / qpx.scale
         wq, sw = quantize_weights(w, axis=0, min_scale=floor)
         acc_scale = qpx.scale * sw
-        bq = quantize_bias(bias, acc_scale, w.shape[0])
-        mult, shift = multipliers(acc_scale / qpy.scale, n.label())
+        bq = quantize_bias(bias, acc_scale, w.shape[0], wide)
+        mult, shift = multipliers(acc_scale / qpy.scale, n.label(),
+                                  qmath.WIDE_MULT_BITS if wide else qmath.MULT_BITS)
         lo, hi = _act_clamp(act, params, qpy, n)
         if n.op.name == "matmul":
             self.res.weights[f"{out.name}.b"] = (np.ascontiguousarray(wq.T), sw, 1)
@@ -223,7 +258,8 @@ class _Q:
                 self.res.weights[f"{out.name}.bias"] = (bq, acc_scale, 0)
         consts = [self.b.const(wq, f"{out.name}.w"), self.b.const(bq, f"{out.name}.bias"),
                   self.b.const(mult, f"{out.name}.mult"), self.b.const(shift, f"{out.name}.shift")]
-        attrs: dict[str, Any] = {"x_zp": qpx.zp, "y_zp": qpy.zp, "lo": lo, "hi": hi}
+        attrs: dict[str, Any] = {"x_zp": qpx.zp, "y_zp": qpy.zp, "lo": lo, "hi": hi,
+                                 **_ybits(qpy)}
         if n.op.name == "conv":
             for key in ("strides", "pads", "dilations", "group"):
                 attrs[key] = n.attr(key)
@@ -237,7 +273,8 @@ class _Q:
         qpx, out = self.qp(x), n.outputs[0]
         qpy = self.qp(out)
         table = build_lut(fn, qpx, qpy)
-        y = self.b.op("lut", self.q(x, n), self.b.const(table, f"{out.name}.table"), name=n.name)
+        y = self.b.op("lut", self.q(x, n), self.b.const(table, f"{out.name}.table"), name=n.name,
+                      **_ybits(qpy))
         self.bind(out, y, qpy, n.name)
 
     def binary(self, n: Node) -> None:
@@ -254,11 +291,11 @@ class _Q:
             ma, sa = multiplier(qpa.scale / qpy.scale * 2**ADD_FRAC, n.label())
             mc, sc = multiplier(qpc.scale / qpy.scale * 2**ADD_FRAC, n.label())
             y = self.b.op("qadd", qa, qc, name=n.name, a_zp=qpa.zp, a_mult=ma, a_shift=sa,
-                          b_zp=qpc.zp, b_mult=mc, b_shift=sc, y_zp=qpy.zp)
+                          b_zp=qpc.zp, b_mult=mc, b_shift=sc, y_zp=qpy.zp, **_yrange(qpy))
         elif n.op.name == "mul":
             m, s = multiplier(qpa.scale * qpc.scale / qpy.scale, n.label())
             y = self.b.op("qmul", qa, qc, name=n.name, a_zp=qpa.zp, b_zp=qpc.zp, mult=m, shift=s,
-                          y_zp=qpy.zp)
+                          y_zp=qpy.zp, **_yrange(qpy))
         else:
             raise QuantizeError(f"{n.label()}: '{n.op.name}' of two tensors has no int8 form")
         self.bind(out, y, qpy, n.name)
@@ -271,7 +308,7 @@ class _Q:
         ms = [multiplier(p.scale / qpy.scale, n.label()) for p in qps]
         y = self.b.op("qconcat", *xs, name=n.name, axis=n.attr("axis"),
                       x_zps=[p.zp for p in qps], mults=[m for m, _ in ms],
-                      shifts=[s for _, s in ms], y_zp=qpy.zp)
+                      shifts=[s for _, s in ms], y_zp=qpy.zp, **_ybits(qpy))
         self.bind(out, y, qpy, n.name)
 
     def pool(self, n: Node) -> None:
@@ -282,7 +319,8 @@ class _Q:
                  } if n.op.name in ("max_pool", "avg_pool") else {
                      "kernel_shape": list(x.type.shape[2:])}
         if n.op.name in ("max_pool", "global_max_pool"):
-            y = self.b.op("qmax_pool", qx, name=n.name, **attrs)
+            rng = {"lo": qpx.qmin, "hi": qpx.qmax} if qpx.bits == 16 else {}
+            y = self.b.op("qmax_pool", qx, name=n.name, **attrs, **rng)
             self.bind(out, y, qpx, n.name)
             return
         qpy = self.qp(out)
@@ -294,7 +332,7 @@ class _Q:
         m[0], s[0] = 0, 1  # count 0 never occurs
         y = self.b.op("qavg_pool", qx, self.b.const(m, f"{out.name}.mult"),
                       self.b.const(s, f"{out.name}.shift"), name=n.name, x_zp=qpx.zp,
-                      y_zp=qpy.zp, count_include_pad=cip, **attrs)
+                      y_zp=qpy.zp, count_include_pad=cip, **attrs, **_yrange(qpy))
         self.bind(out, y, qpy, n.name)
 
     def pass_through(self, n: Node) -> None:
@@ -309,9 +347,20 @@ class _Q:
             self.bind(fv, qv, qpx, n.name)
 
 
+def _ybits(qp: QParams) -> dict[str, int]:
+    """The y_bits attribute of an op whose result has parameters qp (absent for int8, so int8
+    graphs print as before)."""
+    return {"y_bits": 16} if qp.bits == 16 else {}
+
+
+def _yrange(qp: QParams) -> dict[str, int]:
+    """y_bits and the full clamp of an int16 result (the attrs' defaults are int8's)."""
+    return {"y_bits": 16, "lo": qp.qmin, "hi": qp.qmax} if qp.bits == 16 else {}
+
+
 def _act_clamp(act: str, params: tuple[float, ...], qp: QParams, n: Node) -> tuple[int, int]:
     if act == "none":
-        return -128, 127
+        return qp.qmin, qp.qmax
     if act == "relu":
         return qp.clamp_of(0.0, None)
     if act == "clip":
@@ -319,80 +368,18 @@ def _act_clamp(act: str, params: tuple[float, ...], qp: QParams, n: Node) -> tup
     raise QuantizeError(f"{n.label()}: act '{act}' cannot be a clamp (prepare() splits it)")
 
 
-def unary_fn(n: Node, consts: dict[Value, np.ndarray]) -> Any | None:
-    """The float function x -> y of an elementwise op of one tensor (plus scalar constants),
-    which can become a table; None for any other op."""
-    if "activation" in n.op.traits and n.op.name in ACTIVATIONS:
-        act, attrs = ACTIVATIONS[n.op.name], n.all_attrs
-        params = [attrs[p] for p, _ in act.params]
-        return lambda x: act.fn(x, *params)
-    if n.op.name not in ("add", "sub", "mul", "div", "max", "min", "pow"):
-        return None
-    a, c = n.inputs
-    scalar = [v for v in (a, c) if v in consts and consts[v].size == 1]
-    if len(scalar) != 1 or (a in consts and c in consts):
-        return None
-    s = np.float32(consts[scalar[0]].reshape(()))
-    ref, first = n.op.ref, scalar[0] is c
-    return lambda x: ref([x, s] if first else [s, x], {})[0]
-
-
-def channel_chains(g: Graph, consts: dict[Value, np.ndarray]) -> dict[Node, tuple[Node, Node,
-                                                                                 np.ndarray]]:
-    """mul(x, s) -> f -> mul(., 1/s) with per-channel constants [1, C, 1, 1] and single-use
-    links (what `equalize` writes): head mul -> (f, tail mul, s)."""
-    users = g.users()
-    out = {}
-    for n in g.nodes:
-        if n.op.name != "mul" or n.inputs[1] not in consts:
-            continue
-        s = consts[n.inputs[1]]
-        if s.ndim != 4 or s.shape[0] != 1 or s.shape[2:] != (1, 1) or s.size < 2:
-            continue
-        us = users.get(n.output, [])
-        if len(us) != 1 or us[0].op.name not in ACTIVATIONS or n.output in g.outputs:
-            continue
-        f = us[0]
-        us = users.get(f.output, [])
-        if len(us) != 1 or us[0].op.name != "mul" or us[0].inputs[0] is not f.output or \
-                us[0].inputs[1] not in consts or f.output in g.outputs:
-            continue
-        out[n] = (f, us[0], s.reshape(-1).astype(np.float64))
-    return out
-
-
-def chain_fns(f: Node, s: np.ndarray) -> list[Any]:
-    """The per-channel functions x -> f(s_c x) / s_c of a chain."""
-    fn = unary_fn(f, {})
-    assert fn is not None
-    return [lambda x, k=float(k): np.asarray(fn((x * k).astype(np.float32)), np.float64) / k
-            for k in s]
-
-
-def flat_clip(fn: Any, lo: float, hi: float, step: float) -> tuple[float, float]:
-    """The part of [lo, hi] where the int8 table of fn is not constant: beyond the returned
-    bounds rint(fn(x) / step) does not change, so clipping the input there changes no output
-    and buys input resolution (docs §5)."""
-    if hi - lo <= 0:
-        return lo, hi
-    x = np.linspace(lo, hi, 8193)
-    yq = np.rint(np.asarray(fn(x.astype(np.float32)), np.float64) / step)
-    left = int(np.argmax(yq != yq[0])) if (yq != yq[0]).any() else len(x)
-    right = int(np.argmax(yq[::-1] != yq[-1])) if (yq != yq[-1]).any() else len(x)
-    new_lo = float(x[max(left - 1, 0)])
-    new_hi = float(x[len(x) - 1 - max(right - 1, 0)])
-    return (new_lo, new_hi) if new_lo < new_hi else (lo, hi)
-
-
 def quantize_graph(g: Graph, table: CalibTable, method: str = "minmax",
-                   percentile: float = 99.99) -> QuantResult:
-    """The int8 graph of a prepared, calibrated float graph (see module docstring)."""
-    st = _Q(g, table, method, percentile)
+                   percentile: float = 99.99, int16: Collection[str] = ()) -> QuantResult:
+    """The int8 graph of a prepared, calibrated float graph (see module docstring). Values
+    named in `int16` (float value names whose parameters are computed, not inherited:
+    compiler/quant/mixed.py) are kept in int16 (docs §8)."""
+    st = _Q(g, table, method, percentile, int16)
     tail = _float_tail(g)
     for v in g.inputs:
         x = st.b.input(v.name, v.type)
         qp = st.qp(v)
-        st.bind(v, st.b.op("quantize", x, scale=qp.scale, zp=qp.zp), qp, "input")
+        bits = {"bits": 16} if qp.bits == 16 else {}
+        st.bind(v, st.b.op("quantize", x, scale=qp.scale, zp=qp.zp, **bits), qp, "input")
         st.fenv[v] = x
     skip = {m for f, t, _ in st.chains.values() for m in (f, t)}
     for n in g.nodes:

@@ -115,7 +115,7 @@ def quant_report(float_graph: Graph, qres: QuantResult,
         if name not in qres.table_inputs:
             return f
         qp = qres.qparams[name]
-        return np.clip(f, qp.scale * (-128 - qp.zp), qp.scale * (127 - qp.zp))
+        return np.clip(f, *qp.real_range())
 
     for sample in data:
         n_samples += 1
@@ -146,6 +146,9 @@ def quant_report(float_graph: Graph, qres: QuantResult,
                 elif id(v) in float_of and float_of[id(v)] in fvals:
                     fn = float_of[id(v)]
                     args.append(qres.qparams[fn].quantize(fvals[fn]))
+                elif v.name.removesuffix(".i8") in qres.narrowed:  # int16 narrowed to int8
+                    fn = v.name.removesuffix(".i8")
+                    args.append(qres.narrowed[fn].quantize(fvals[fn]))
                 else:
                     args.append(qvals_by_value.get(v))
             outs = node.op.ref(args, node.all_attrs)
