@@ -8,7 +8,9 @@ section of benchmarks/RESULTS.md and per-layer JSON reports under benchmarks/out
 
 Input widths vary per image (ddddocr keeps the aspect ratio), and the IR is static: the model
 is imported once per distinct input shape; one calibration table (keyed by value names, which
-do not depend on the width) serves every shape.
+do not depend on the width) serves every shape. Mixed precision (`--settings mse+eq+int16@30`,
+docs/quantization.md §8) chooses its int16 values once, on the most common calibration shape,
+and applies them to every shape.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from ocrc.compiler.ir import Graph, run
 from ocrc.compiler.pipeline import optimize
 from ocrc.compiler.quant import CalibTable, QuantResult, calibrate, prepare, quantize_graph
 from ocrc.compiler.quant.equalize import channel_absmax, equalize
+from ocrc.compiler.quant.mixed import DEFAULT_THRESHOLD, Int16Plan, select_int16
 from ocrc.compiler.quant.report import quant_report
 from ocrc.frontend import import_onnx
 from ocrc.frontend.zoo import fetch_model
@@ -40,6 +43,7 @@ from ocrc.frontend.zoo import fetch_model
 SECTION = "Quantisation"
 EVAL_SET, CALIB_SET = "clean", "calib-clean"
 REPORT_SAMPLES = 4
+INT16_SAMPLES = 8  # calibration images of the selection shape for --settings ...+int16
 OUT = Path(__file__).parent / "out"
 
 
@@ -47,11 +51,14 @@ class OcrcInt8:
     """The task's model through ocrc: float passes, prepare, calibration, int8 rewrite; one
     graph per input shape. Callable as a Recognizer running the golden int8 interpreter."""
 
-    def __init__(self, task: OcrTask, method: str, equalize: bool) -> None:
+    def __init__(self, task: OcrTask, method: str, equalize: bool, int16: str = "none",
+                 threshold: float = DEFAULT_THRESHOLD) -> None:
         self.path = fetch_model(task.model)
         self.input = onnx.load(str(self.path), load_external_data=False).graph.input[0].name
         self.method = method
         self.equalize = equalize
+        self.int16, self.threshold = int16, threshold
+        self.plan = Int16Plan()
         self.prepared: dict[tuple[int, ...], Graph] = {}
         self.absmax: dict[str, np.ndarray] = {}
         self.floats: dict[tuple[int, ...], Graph] = {}
@@ -82,10 +89,16 @@ class OcrcInt8:
                 channel_absmax(self.prepared_graph(shape), by_shape[shape], self.absmax)
         for shape in sorted(by_shape):
             calibrate(self.float_graph(shape), by_shape[shape], self.table, progress=False)
+        if self.int16 != "none":
+            shape = max(sorted(by_shape), key=lambda s: len(by_shape[s]))
+            self.plan = select_int16(self.float_graph(shape), self.table, self.int16,
+                                     by_shape[shape][:INT16_SAMPLES], self.method,
+                                     threshold=self.threshold)
 
     def quant(self, shape: tuple[int, ...]) -> QuantResult:
         if shape not in self.quants:
-            self.quants[shape] = quantize_graph(self.float_graph(shape), self.table, self.method)
+            self.quants[shape] = quantize_graph(self.float_graph(shape), self.table, self.method,
+                                                int16=self.plan.values)
         return self.quants[shape]
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -99,7 +112,26 @@ class OcrcInt8:
         return self.qdq[x.shape](x)
 
 
-def evaluate(task_name: str, settings: list[tuple[str, bool]],
+def parse_setting(text: str) -> tuple[str, bool, str, float]:
+    """METHOD[+eq][+int16[@DB]|+int16all] -> (method, equalise, int16 spec, threshold)."""
+    method, *flags = text.split("+")
+    eq, int16, threshold = False, "none", DEFAULT_THRESHOLD
+    for f in flags:
+        if f == "eq":
+            eq = True
+        elif f == "int16all":
+            int16 = "all"
+        elif f.startswith("int16"):
+            int16 = "auto"
+            if f.startswith("int16@"):
+                threshold = float(f.removeprefix("int16@"))
+        else:
+            raise SystemExit(f"--settings {text!r}: unknown flag {f!r} (eq, int16[@DB], "
+                             "int16all)")
+    return method, eq, int16, threshold
+
+
+def evaluate(task_name: str, settings: list[str],
              limit: int | None) -> tuple[list[list[str]], str]:
     """fp32 and onnxruntime int8 once, then per (method, equalise) setting the golden int8
     interpreter and its QDQ export; the per-layer report is of the last setting."""
@@ -114,8 +146,10 @@ def evaluate(task_name: str, settings: list[tuple[str, bool]],
     runs: list[tuple[str, list[str], list[str] | None]] = [
         ("fp32 (onnxruntime)", fp32, None),
         ("ort quantize_static int8 QDQ, LSTM float", ort8, None)]
-    for method, eq in settings:
-        ocrc = OcrcInt8(task, method, eq)
+    mixed = []
+    for text in settings:
+        method, eq, int16, threshold = parse_setting(text)
+        ocrc = OcrcInt8(task, method, eq, int16, threshold)
         t0 = time.perf_counter()
         ocrc.calibrate(calib)
         t_cal = time.perf_counter() - t0
@@ -124,7 +158,15 @@ def evaluate(task_name: str, settings: list[tuple[str, bool]],
         t_run = (time.perf_counter() - t0) / len(samples)
         qdq = recognize(task, ocrc.qdq_recognizer, (s.image for s in samples))
         label = f"{method}{', equalised' if eq else ''}"
-        runs += [(f"ocrc int8 golden interpreter, all integer ({label})", ours, None),
+        kind = "int8"
+        if int16 != "none":
+            p = ocrc.plan
+            label += (f", int16 {'all' if int16 == 'all' else f'auto < {threshold:g} dB'}: "
+                      f"{len(p.layers)} layers, MAC cycles x{p.cost:.2f}")
+            kind = "int8/int16"
+            mixed.append(f"{text}: {p.summary()} ({', '.join(p.layers[:12])}"
+                         f"{', ...' if len(p.layers) > 12 else ''})")
+        runs += [(f"ocrc {kind} golden interpreter, all integer ({label})", ours, None),
                  (f"ocrc QDQ export ({label}) in onnxruntime", qdq, ours)]
     rows = []
     for variant, preds, vs in runs:
@@ -143,6 +185,8 @@ def evaluate(task_name: str, settings: list[tuple[str, bool]],
             f"({len(ocrc.floats)} input shapes); golden interpreter {1e3 * t_run:.0f} ms/image. "
             f"Per-layer report (`benchmarks/out/quant-report-{task.name}.json`, input "
             f"{'x'.join(map(str, shape))}, {len(xs)} images), worst layers: {worst}.\n")
+    for m in mixed:
+        note += f"  - mixed precision {m}.\n"
     return rows, note
 
 
@@ -150,17 +194,21 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     ap.add_argument("--settings", nargs="+", default=["minmax", "mse", "mse+eq"],
-                    metavar="METHOD[+eq]",
-                    help="activation range methods to evaluate, +eq for cross-layer "
-                         "equalisation first (default: minmax mse mse+eq)")
+                    metavar="METHOD[+eq][+int16[@DB]|+int16all]",
+                    help="activation range methods to evaluate (minmax, percentile, entropy, "
+                         "mse, auto), +eq for cross-layer equalisation first, +int16@DB for "
+                         "mixed precision (int16 where the all-int8 single-mode SQNR is below "
+                         "DB; default 30), +int16all for every activation in int16 "
+                         "(default: minmax mse mse+eq)")
     ap.add_argument("--limit", type=int, help="evaluate only the first N images")
     ap.add_argument("--no-write", action="store_true", help="print only")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     rows, notes = [], []
+    for text in args.settings:
+        parse_setting(text)  # fail before the slow part
     for name in args.tasks:
-        settings = [(m.removesuffix("+eq"), m.endswith("+eq")) for m in args.settings]
-        r, note = evaluate(name, settings, args.limit)
+        r, note = evaluate(name, args.settings, args.limit)
         rows += r
         notes.append(note)
     cmd = "python -m benchmarks.quant_accuracy" + "".join(
