@@ -1,0 +1,52 @@
+"""GPTQ weight rounding (compiler/quant/gptq.py): on the quantiser's grid, lower output error
+than round-to-nearest, deterministic, only conv/dense weights change."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ocrc.compiler.ir import graph_text, run
+from ocrc.compiler.quant import calibrate, prepare, quantize_graph
+from ocrc.compiler.quant.gptq import gptq, gptq_round, gptq_weights
+from ocrc.compiler.quant.qparams import quantize_weights
+from tests.quant.helpers import demo_graph, demo_samples
+
+
+def _correlated(rng: np.random.Generator, rows: int, k: int) -> np.ndarray:
+    mix = rng.standard_normal((k, k)) / np.sqrt(k) + np.eye(k)
+    return rng.standard_normal((rows, k)) @ mix
+
+
+def test_gptq_round_is_on_the_grid_and_beats_nearest() -> None:
+    rng = np.random.default_rng(0)
+    x = _correlated(rng, 512, 48)
+    w = rng.standard_normal((16, 48))
+    q0, s = quantize_weights(w)
+    q = gptq_round(w, x.T @ x, s)
+    assert q.dtype == np.int8 and np.abs(q).max() <= 127
+    # Q * s is on the grid quantize_weights computes: it gives back Q and s.
+    wq = q.astype(np.float64) * s.reshape(-1, 1)
+    q2, s2 = quantize_weights(wq)
+    assert np.array_equal(q2, q) and np.allclose(s2, s, rtol=1e-12)
+    err_rtn = np.linalg.norm(x @ (w - q0 * s.reshape(-1, 1)).T)
+    err_gptq = np.linalg.norm(x @ (w - wq).T)
+    assert err_gptq < 0.8 * err_rtn
+
+
+def test_gptq_graph_changes_only_mac_weights_and_is_deterministic() -> None:
+    g = prepare(demo_graph())
+    ws = gptq_weights(g, demo_samples(4))
+    assert ws and all(v.ndim in (2, 4) for v in ws.values())
+    assert all(np.array_equal(ws[k], v) for k, v in gptq_weights(g, demo_samples(4)).items())
+    g2 = gptq(g, demo_samples(4))
+    changed = [a.outputs[0].type.rank for a, b in zip(g.nodes, g2.nodes)
+               if a.op.name == "const" and not np.array_equal(a.attrs["value"], b.attrs["value"])]
+    assert len(changed) == len(ws) and set(changed) <= {2, 4}
+    assert graph_text(g2).splitlines()[1:] == graph_text(g).splitlines()[1:]
+    names = {n.outputs[0].name for n in g.nodes}
+    assert names == {n.outputs[0].name for n in g2.nodes}
+    s = demo_samples(1, seed=5)[0]
+    f, f2 = run(g, s)["prob"], run(g2, s)["prob"]
+    assert np.abs(f - f2).max() < 0.1
+    q = quantize_graph(g2, calibrate(g2, demo_samples(4), progress=False)).graph
+    assert np.isfinite(run(q, s)["prob"]).all()
