@@ -35,6 +35,7 @@ from ocrc.compiler.ir import Graph, run
 from ocrc.compiler.pipeline import optimize
 from ocrc.compiler.quant import CalibTable, QuantResult, calibrate, prepare, quantize_graph
 from ocrc.compiler.quant.equalize import channel_absmax, equalize
+from ocrc.compiler.quant.gptq import gptq_weights, with_weights
 from ocrc.compiler.quant.mixed import DEFAULT_THRESHOLD, Int16Plan, select_int16
 from ocrc.compiler.quant.report import quant_report
 from ocrc.frontend import import_onnx
@@ -44,6 +45,7 @@ SECTION = "Quantisation"
 EVAL_SET, CALIB_SET = "clean", "calib-clean"
 REPORT_SAMPLES = 4
 INT16_SAMPLES = 8  # calibration images of the selection shape for --settings ...+int16
+GPTQ_SAMPLES = 8  # calibration images of the most common shape for --settings ...+gptq
 OUT = Path(__file__).parent / "out"
 
 
@@ -52,12 +54,14 @@ class OcrcInt8:
     graph per input shape. Callable as a Recognizer running the golden int8 interpreter."""
 
     def __init__(self, task: OcrTask, method: str, equalize: bool, int16: str = "none",
-                 threshold: float = DEFAULT_THRESHOLD) -> None:
+                 threshold: float = DEFAULT_THRESHOLD, gptq: bool = False) -> None:
         self.path = fetch_model(task.model)
         self.input = onnx.load(str(self.path), load_external_data=False).graph.input[0].name
         self.method = method
         self.equalize = equalize
         self.int16, self.threshold = int16, threshold
+        self.gptq = gptq
+        self.gptq_w: dict[str, np.ndarray] = {}
         self.plan = Int16Plan()
         self.prepared: dict[tuple[int, ...], Graph] = {}
         self.absmax: dict[str, np.ndarray] = {}
@@ -72,12 +76,18 @@ class OcrcInt8:
             self.prepared[shape] = prepare(optimize(g))
         return self.prepared[shape]
 
+    def reference_graph(self, shape: tuple[int, ...]) -> Graph:
+        """The prepared (and, with equalize, equalised: float-equivalent) float graph; the
+        equalisation statistics come from every calibration shape."""
+        g = self.prepared_graph(shape)
+        return equalize(g, self.absmax) if self.equalize else g
+
     def float_graph(self, shape: tuple[int, ...]) -> Graph:
-        """The prepared (and, with equalize, equalised) float graph the int8 model derives
-        from; the equalisation statistics come from every calibration shape."""
+        """The float graph the int8 model derives from: the reference graph, with gptq its
+        weights GPTQ-rounded (compiler/quant/gptq.py; one set, from the most common shape)."""
         if shape not in self.floats:
-            g = self.prepared_graph(shape)
-            self.floats[shape] = equalize(g, self.absmax) if self.equalize else g
+            g = self.reference_graph(shape)
+            self.floats[shape] = with_weights(g, self.gptq_w) if self.gptq else g
         return self.floats[shape]
 
     def calibrate(self, inputs: list[np.ndarray]) -> None:
@@ -87,6 +97,10 @@ class OcrcInt8:
         if self.equalize:
             for shape in sorted(by_shape):
                 channel_absmax(self.prepared_graph(shape), by_shape[shape], self.absmax)
+        if self.gptq:
+            shape = max(sorted(by_shape), key=lambda s: len(by_shape[s]))
+            self.gptq_w = gptq_weights(self.reference_graph(shape),
+                                       by_shape[shape][:GPTQ_SAMPLES])
         for shape in sorted(by_shape):
             calibrate(self.float_graph(shape), by_shape[shape], self.table, progress=False)
         if self.int16 != "none":
@@ -112,13 +126,16 @@ class OcrcInt8:
         return self.qdq[x.shape](x)
 
 
-def parse_setting(text: str) -> tuple[str, bool, str, float]:
-    """METHOD[+eq][+int16[@DB]|+int16all] -> (method, equalise, int16 spec, threshold)."""
+def parse_setting(text: str) -> tuple[str, bool, str, float, bool]:
+    """METHOD[+eq][+int16[@DB]|+int16all][+gptq] -> (method, equalise, int16 spec, threshold,
+    gptq)."""
     method, *flags = text.split("+")
-    eq, int16, threshold = False, "none", DEFAULT_THRESHOLD
+    eq, int16, threshold, gptq = False, "none", DEFAULT_THRESHOLD, False
     for f in flags:
         if f == "eq":
             eq = True
+        elif f == "gptq":
+            gptq = True
         elif f == "int16all":
             int16 = "all"
         elif f.startswith("int16"):
@@ -127,8 +144,8 @@ def parse_setting(text: str) -> tuple[str, bool, str, float]:
                 threshold = float(f.removeprefix("int16@"))
         else:
             raise SystemExit(f"--settings {text!r}: unknown flag {f!r} (eq, int16[@DB], "
-                             "int16all)")
-    return method, eq, int16, threshold
+                             "int16all, gptq)")
+    return method, eq, int16, threshold, gptq
 
 
 def evaluate(task_name: str, settings: list[str],
@@ -148,8 +165,8 @@ def evaluate(task_name: str, settings: list[str],
         ("ort quantize_static int8 QDQ, LSTM float", ort8, None)]
     mixed = []
     for text in settings:
-        method, eq, int16, threshold = parse_setting(text)
-        ocrc = OcrcInt8(task, method, eq, int16, threshold)
+        method, eq, int16, threshold, gptq = parse_setting(text)
+        ocrc = OcrcInt8(task, method, eq, int16, threshold, gptq)
         t0 = time.perf_counter()
         ocrc.calibrate(calib)
         t_cal = time.perf_counter() - t0
@@ -157,7 +174,7 @@ def evaluate(task_name: str, settings: list[str],
         ours = recognize(task, ocrc, (s.image for s in samples))
         t_run = (time.perf_counter() - t0) / len(samples)
         qdq = recognize(task, ocrc.qdq_recognizer, (s.image for s in samples))
-        label = f"{method}{', equalised' if eq else ''}"
+        label = f"{method}{', equalised' if eq else ''}{', GPTQ weights' if gptq else ''}"
         kind = "int8"
         if int16 != "none":
             p = ocrc.plan
@@ -176,7 +193,8 @@ def evaluate(task_name: str, settings: list[str],
     # Per-layer report on the most common calibration shape.
     shape = collections.Counter(x.shape for x in calib).most_common(1)[0][0]
     xs = [{ocrc.input: x} for x in calib if x.shape == shape][:REPORT_SAMPLES]
-    rep = quant_report(ocrc.float_graph(shape), ocrc.quant(shape), xs)
+    # Against the reference float graph: GPTQ's weights are part of the quantisation error.
+    rep = quant_report(ocrc.reference_graph(shape), ocrc.quant(shape), xs)
     OUT.mkdir(exist_ok=True)
     rep.write(OUT / f"quant-report-{task.name}.json")
     worst = ", ".join(f"{r.layer} ({r.op} `{r.value}`: {r.sqnr_entire:.1f} dB entire, "
@@ -194,11 +212,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     ap.add_argument("--settings", nargs="+", default=["minmax", "mse", "mse+eq"],
-                    metavar="METHOD[+eq][+int16[@DB]|+int16all]",
+                    metavar="METHOD[+eq][+int16[@DB]|+int16all][+gptq]",
                     help="activation range methods to evaluate (minmax, percentile, entropy, "
                          "mse, auto), +eq for cross-layer equalisation first, +int16@DB for "
                          "mixed precision (int16 where the all-int8 single-mode SQNR is below "
-                         "DB; default 30), +int16all for every activation in int16 "
+                         "DB; default 30), +int16all for every activation in int16, +gptq for "
+                         "error-feedback (GPTQ) int8 weight rounding "
                          "(default: minmax mse mse+eq)")
     ap.add_argument("--limit", type=int, help="evaluate only the first N images")
     ap.add_argument("--no-write", action="store_true", help="print only")

@@ -106,6 +106,9 @@ def add_quant_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--quant-equalize", action="store_true",
                    help="cross-layer equalisation before calibration (per-channel tables; "
                         "with --quant-method mse the best int8 setting on ddddocr and PP-OCR)")
+    g.add_argument("--quant-gptq", action="store_true",
+                   help="round the int8 weights with error feedback (GPTQ) on calibration "
+                        "data instead of to nearest")
     g.add_argument("--quant-int16", default="none", metavar="auto|none|all|LAYER+LAYER",
                    help="mixed precision: keep int16 activations for the layers whose "
                         "single-mode SQNR is below --int16-threshold (auto), every layer (all) "
@@ -142,6 +145,7 @@ def quant_passes(graph: Graph, args: argparse.Namespace, ctx: PassContext) -> li
     if args.quant_report is not None:
         ctx.options["quant_report"] = args.quant_report
     eq = ",equalize=true" if getattr(args, "quant_equalize", False) else ""
+    eq += ",gptq=true" if getattr(args, "quant_gptq", False) else ""
     return build_pipeline(f"quantize{{method={args.quant_method}{eq}{_int16_options(args)}}}")
 
 

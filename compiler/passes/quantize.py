@@ -24,6 +24,7 @@ from ocrc.compiler.quant.calibrate import CalibTable, calibrate, load_calibratio
 from ocrc.compiler.quant.bias_correction import bias_correct
 from ocrc.compiler.quant.checks import verify_quantized
 from ocrc.compiler.quant.equalize import channel_absmax, equalize
+from ocrc.compiler.quant.gptq import gptq
 from ocrc.compiler.quant.mixed import DEFAULT_RATE, DEFAULT_THRESHOLD, parse_int16, select_int16
 from ocrc.compiler.quant.observers import DEFAULT_PERCENTILE, METHODS
 from ocrc.compiler.quant.quantizer import prepare, quantize_graph
@@ -55,6 +56,7 @@ class Quantize(Pass):
     calib: str = ""
     equalize: bool = False  # cross-layer equalisation with per-channel tables (helps PP-OCR)
     bias_correction: bool = False  # empirical per-channel bias correction (single mode)
+    gptq: bool = False  # error-feedback (GPTQ) rounding of the int8 weights
     # Mixed precision (docs/quantization.md §8): none, all, auto or LAYER+LAYER; auto promotes
     # the layers whose single-mode SQNR is below int16_threshold dB, cheapest first, while the
     # MAC cycles stay within 1 + int16_budget times the all-int8 ones (costed at int16_rate).
@@ -85,11 +87,14 @@ class Quantize(Pass):
             raise PassError("quantize: no calibration data; pass --calib DIR|FILE.npz (or the "
                             "pass option calib=...)")
         samples = None if isinstance(data, CalibTable) else list(data)
-        if (self.equalize or self.bias_correction) and samples is None:
-            raise PassError("quantize: equalize/bias_correction need calibration samples, not a "
-                            "ready calibration table")
+        if (self.equalize or self.bias_correction or self.gptq) and samples is None:
+            raise PassError("quantize: equalize/bias_correction/gptq need calibration samples, "
+                            "not a ready calibration table")
         if self.equalize and samples is not None:
             prepared = equalize(prepared, channel_absmax(prepared, samples[:EQ_SAMPLES]))
+        reference = prepared  # what the report compares with (float-equivalent to g)
+        if self.gptq and samples is not None:
+            prepared = gptq(prepared, samples[:EQ_SAMPLES])
         if samples is None:
             table = data
         else:
@@ -112,7 +117,7 @@ class Quantize(Pass):
             if samples is None:
                 raise PassError("quantize: --quant-report needs calibration samples, not a "
                                 "ready calibration table")
-            rep = quant_report(prepared, res, samples[:REPORT_SAMPLES])
+            rep = quant_report(reference, res, samples[:REPORT_SAMPLES])
             rep.write(report)
             ctx.options["quant_report_table"] = rep
             log.info("per-layer quantisation report written to %s", report)

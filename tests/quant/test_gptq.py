@@ -4,10 +4,15 @@ than round-to-nearest, deterministic, only conv/dense weights change."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+from ocrc.compiler.errors import PassError
 from ocrc.compiler.ir import graph_text, run
+from ocrc.compiler.passes import PassContext, run_passes
+from ocrc.compiler.pipeline import build_pipeline
 from ocrc.compiler.quant import calibrate, prepare, quantize_graph
 from ocrc.compiler.quant.gptq import gptq, gptq_round, gptq_weights
+from ocrc.compiler.quant.checks import verify_quantized
 from ocrc.compiler.quant.qparams import quantize_weights
 from tests.quant.helpers import demo_graph, demo_samples
 
@@ -50,3 +55,19 @@ def test_gptq_graph_changes_only_mac_weights_and_is_deterministic() -> None:
     assert np.abs(f - f2).max() < 0.1
     q = quantize_graph(g2, calibrate(g2, demo_samples(4), progress=False)).graph
     assert np.isfinite(run(q, s)["prob"]).all()
+
+
+def test_quantize_pass_option_gptq() -> None:
+    ctx = PassContext(options={"calibration": demo_samples(4), "progress": False})
+    q = run_passes(demo_graph(), build_pipeline("float,quantize{gptq=true}"), ctx)
+    verify_quantized(q)
+    plain = PassContext(options={"calibration": demo_samples(4), "progress": False})
+    run_passes(demo_graph(), build_pipeline("float,quantize"), plain)
+    w_g = ctx.options["quant_result"].weights
+    w_p = plain.options["quant_result"].weights
+    assert w_g.keys() == w_p.keys()
+    assert any(not np.array_equal(w_g[k][0], w_p[k][0]) for k in w_g if k.endswith(".w"))
+    with pytest.raises(PassError, match="gptq need calibration samples"):
+        run_passes(demo_graph(), build_pipeline("quantize{gptq=true}"),
+                   PassContext(options={"calibration": calibrate(
+                       prepare(demo_graph()), demo_samples(2), progress=False)}))
