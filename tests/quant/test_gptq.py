@@ -3,9 +3,13 @@ than round-to-nearest, deterministic, only conv/dense weights change."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import onnx
 import pytest
 
+from ocrc.compiler.cli import main
 from ocrc.compiler.errors import PassError
 from ocrc.compiler.ir import graph_text, run
 from ocrc.compiler.passes import PassContext, run_passes
@@ -71,3 +75,32 @@ def test_quantize_pass_option_gptq() -> None:
         run_passes(demo_graph(), build_pipeline("quantize{gptq=true}"),
                    PassContext(options={"calibration": calibrate(
                        prepare(demo_graph()), demo_samples(2), progress=False)}))
+
+
+def test_cli_quant_gptq_compiles_for_the_npu(tmp_path: Path) -> None:
+    """--quant-gptq changes which int8 codes the weights take (the program differs from the
+    plain one) and the program runs."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w1 = numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(rng.standard_normal((4, 8, 3, 3)).astype(np.float32), "w2")
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["a"], ["r"]),
+             helper.make_node("Conv", ["r", "w2"], ["y"], pads=[1, 1, 1, 1])]
+    g = helper.make_graph(nodes, "gq", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, [1, 3, 8, 8])], [helper.make_tensor_value_info(
+            "y", TensorProto.FLOAT, [1, 4, 8, 8])], [w1, w2])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]),
+              tmp_path / "m.onnx")
+    np.savez(tmp_path / "calib.npz", **{f"s{i}": rng.random((1, 3, 8, 8)).astype(np.float32)
+                                        for i in range(4)})
+    np.save(tmp_path / "x.npy", rng.random((1, 3, 8, 8)).astype(np.float32))
+    progs = []
+    for i, flag in enumerate(([], ["--quant-gptq"])):
+        progs.append(tmp_path / f"p{i}.npu")
+        assert main(["compile", str(tmp_path / "m.onnx"), "-t", "npu", "--calib",
+                     str(tmp_path / "calib.npz"), *flag, "-o", str(progs[-1]),
+                     "--target-config", "npu-lite"]) == 0
+    assert progs[0].read_bytes() != progs[1].read_bytes()
+    assert main(["run", str(progs[1]), "--input", f"x={tmp_path / 'x.npy'}"]) == 0
