@@ -3,7 +3,9 @@
 Float graphs become plain opset-17 ONNX (conv/dense epilogues expanded into Add and activation
 nodes). A quantised model is written as QDQ: the prepared float graph with QuantizeLinear ->
 DequantizeLinear pairs on every value the int8 graph quantises, int8 per-channel weights and
-int32 biases behind DequantizeLinear, the LSTM included (its W and R as int8 per row). int16
+int32 biases behind DequantizeLinear, the LSTM included (its W and R as int8 per row; a
+factored R, U V, has no ONNX form: it is multiplied back out and written as a float R, so the
+QDQ file does not model the int8 U and V of the integer LSTM). int16
 activations (mixed precision) are QuantizeLinear/DequantizeLinear with int16 zero points of the
 `com.microsoft` domain (onnxruntime's; the standard ops take int16 only from opset 21, and
 onnxruntime 1.31's QDQ propagation rejects opset-21 graphs with a Reshape after a
@@ -166,8 +168,16 @@ def _lstm(w: _Writer, n: Node) -> list[str]:
     if w.qres is not None and x_name in w.qres.narrowed:  # int16 input rescaled to int8
         qp = w.qres.narrowed[x_name]
         x = w.qdq(x, qp.scale, qp.zp, f"{x_name}.i8")
-    ins = [x, w.weight(n, n.inputs[1], "W"), w.weight(n, n.inputs[2], "R")]
-    ins += [w.ref(v) for v in n.inputs[3:]]
+    rv = n.inputs[7] if len(n.inputs) > 7 else None
+    if rv is None:
+        r = w.weight(n, n.inputs[2], "R")
+    else:  # ONNX's LSTM has no factored R: write R = U V (float, also in a QDQ file)
+        u, v = w.g.const_value(n.inputs[2]), w.g.const_value(rv)
+        if u is None or v is None:
+            raise UnsupportedOpError(f"{n.label()}: a factored R needs constant U and V")
+        r = w.init(np.matmul(u.astype(np.float64), v).astype(np.float32), f"{base}.R")
+    ins = [x, w.weight(n, n.inputs[1], "W"), r]
+    ins += [w.ref(v) for v in n.inputs[3:7]]
     while ins and not ins[-1]:
         ins.pop()
     if len(ins) > 4:

@@ -3,7 +3,9 @@
 dense/matmul: x W^T -> (x V^T) U^T; 1x1 and kxk conv: a conv with r filters (the original
 window) followed by a 1x1 conv holding the epilogue; lstm: the input weights W of each
 direction (gates stacked, [4H, I]) become one dense x -> [T, B, sum r] feeding an lstm whose W
-is block-structured [D, 4H, sum r]. The recurrent R stays (the lstm op cannot factor it).
+is block-structured [D, 4H, sum r]; the recurrent R of each direction ([4H, H], gates stacked)
+becomes U [D, 4H, k] in the lstm's `r` and V [D, k, H] in its `rv` operand (one k for both
+directions: the larger of their ranks), so each step computes U (V h).
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ class LowRank(Pass):
     `budget` (the fraction of the selected layers' MACs to keep: one energy level for all,
     found by bisection) or explicit `layers=name:rank;...` (which override). Ranks are rounded
     up to `multiple` (default: the target's MAC-array width). A split that does not save MACs
-    (r >= mn/(m+n)) is skipped and reported, as are grouped convs and the LSTM's R.
+    (r >= mn/(m+n)) is skipped and reported, as are grouped convs and an already factored R.
     `whiten=true` uses the calibration data (ctx.options['calibration']). Reports land in
     ctx.options['reports']['lowrank'] (a list of LowRankRow).
     """
@@ -136,17 +138,19 @@ class LowRank(Pass):
             sites = [s for s in sites if s.layer in explicit]  # only the named layers
         grams: dict[str, np.ndarray] = {}
         if self.whiten:
-            grams = site_grams(g, [s for s in sites if s.kind != "lstm.r" and group_of(s) == 1],
+            grams = site_grams(g, [s for s in sites if group_of(s) == 1 and not _factored(s)],
                                ctx.options, "lowrank{whiten=true}")
         mult = mac_multiple(ctx, self.multiple)
         spectra: dict[Site, list[np.ndarray]] = {}
         decomps: dict[Site, list[svd.Decomposition]] = {}
         for s in sites:
-            if s.kind == "lstm.r" or group_of(s) != 1 or (s.kind == "matmul"
-                                                         and s.value.type.rank != 2):
+            if _factored(s) or group_of(s) != 1 or (s.kind == "matmul"
+                                                    and s.value.type.rank != 2):
                 continue
             mats = to_rows(consts[s.value], s.kind, 1)
-            decomps[s] = [svd.decompose(m, grams.get(s.layer)) for m in mats]
+            gram = grams.get(s.layer)  # [D, H, H] for an LSTM's R (h of each direction)
+            decomps[s] = [svd.decompose(m, gram[d] if s.kind == "lstm.r" and gram is not None
+                                        else gram) for d, m in enumerate(mats)]
             spectra[s] = [d.s for d in decomps[s]]
         level = self.energy
         if self.budget:
@@ -155,7 +159,7 @@ class LowRank(Pass):
         for s in sites:
             w = consts[s.value]
             if s not in spectra:
-                why = ("recurrent R: the lstm op cannot factor it" if s.kind == "lstm.r"
+                why = ("recurrent R is already factored" if s.kind == "lstm.r"
                        else "grouped conv" if s.kind == "conv" else "batched matmul")
                 rows.append(LowRankRow(s.layer, w.shape, (), 1.0, 0.0, 0, 0, "skipped: " + why))
                 continue
@@ -163,7 +167,8 @@ class LowRank(Pass):
             row, ok = self._row(s, w, spectra[s], ranks)
             rows.append(row)
             if ok:
-                factors[s.node] = (s, [d.factor(r) for d, r in zip(decomps[s], ranks)])
+                factors.setdefault(s.node, {})[s.kind] = (
+                    s, [d.factor(r) for d, r in zip(decomps[s], ranks)])
         return rows, factors
 
     def _ranks(self, s: Site, spectra: list[np.ndarray], level: float, mult: int,
@@ -188,6 +193,8 @@ class LowRank(Pass):
             else:
                 r = svd.energy_rank(sv, level)
             out.append(svd.round_rank(r, mult, full))
+        if s.kind == "lstm.r":  # one k for both directions (V is [D, k, H])
+            out = [max(out)] * len(out)
         return out
 
     def _row(self, s: Site, w: np.ndarray, spectra: list[np.ndarray],
@@ -244,7 +251,15 @@ def _split(rw: Rewriter, n: Node, factors: dict[Node, Any]) -> Any:
     return out
 
 
-def _split_node(rw: Rewriter, n: Node, factor: Any) -> Any:
+def _factored(s: Site) -> bool:
+    """An LSTM's R that is already U of a factored recurrence."""
+    return s.kind == "lstm.r" and len(s.node.inputs) > 7 and s.node.inputs[7] is not None
+
+
+def _split_node(rw: Rewriter, n: Node, factors: dict[str, Any]) -> Any:
+    if n.op.name == "lstm":
+        return _split_lstm(rw, n, factors)
+    (factor,) = factors.values()
     s, uv = factor
     ins = list(n.inputs) + [None] * 7
     x = ins[0]
@@ -257,23 +272,34 @@ def _split_node(rw: Rewriter, n: Node, factor: Any) -> Any:
         (u, v), = uv
         t = rw.emit("matmul", (x, rw.const(v.T)), name=n.name + ".v")
         return rw.emit("matmul", (t, rw.const(u.T)), name=n.name)
-    if s.kind == "conv":
-        (u, v), = uv
-        o, ci, kh, kw = n.inputs[1].type.shape  # type: ignore[union-attr]
-        r = u.shape[1]
-        v4 = v.reshape(r, kh, kw, ci).transpose(0, 3, 1, 2)
-        win = {k: a for k, a in n.attrs.items() if k in WINDOW}
-        t = rw.emit("conv", (x, rw.const(v4)), win, name=n.name + ".v")
-        return rw.emit("conv", [t, rw.const(u.reshape(o, r, 1, 1))] + ins[2:5], keep,
-                       name=n.name)
-    # lstm.w: one dense for all directions, block-structured W
-    vs = [v for _, v in uv]
-    total = sum(len(v) for v in vs)
-    w = np.zeros((len(uv), uv[0][0].shape[0], total), np.float32)
-    at = 0
-    for d, (u, v) in enumerate(uv):
-        w[d, :, at:at + len(v)] = u
-        at += len(v)
-    t = rw.emit("dense", (x, rw.const(np.concatenate(vs))), name=n.name + ".v")
-    args: list[Value | None] = [t, rw.const(w)] + list(n.inputs[2:])
+    (u, v), = uv
+    o, ci, kh, kw = n.inputs[1].type.shape  # type: ignore[union-attr]
+    r = u.shape[1]
+    v4 = v.reshape(r, kh, kw, ci).transpose(0, 3, 1, 2)
+    win = {k: a for k, a in n.attrs.items() if k in WINDOW}
+    t = rw.emit("conv", (x, rw.const(v4)), win, name=n.name + ".v")
+    return rw.emit("conv", [t, rw.const(u.reshape(o, r, 1, 1))] + ins[2:5], keep,
+                   name=n.name)
+
+
+def _split_lstm(rw: Rewriter, n: Node, factors: dict[str, Any]) -> Any:
+    """lstm.w: one dense for all directions, block-structured W; lstm.r: U as r, V as rv."""
+    args: list[Value | None] = (list(n.inputs) + [None] * 8)[:8]
+    if "lstm.w" in factors:
+        _, uv = factors["lstm.w"]
+        vs = [v for _, v in uv]
+        total = sum(len(v) for v in vs)
+        w = np.zeros((len(uv), uv[0][0].shape[0], total), np.float32)
+        at = 0
+        for d, (u, v) in enumerate(uv):
+            w[d, :, at:at + len(v)] = u
+            at += len(v)
+        args[0] = rw.emit("dense", (args[0], rw.const(np.concatenate(vs))), name=n.name + ".v")
+        args[1] = rw.const(w)
+    if "lstm.r" in factors:
+        _, uv = factors["lstm.r"]
+        args[2] = rw.const(np.stack([u for u, _ in uv]))
+        args[7] = rw.const(np.stack([v for _, v in uv]))
+    while args[-1] is None:
+        args.pop()
     return rw.emit_multi("lstm", args, n.attrs, name=n.name)

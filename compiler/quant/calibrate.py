@@ -34,14 +34,24 @@ class CalibrationError(OcrcError):
 
 @dataclass
 class LstmStats:
-    """max |pre-activation| per direction and gate (i, o, f, c), and max |cell| per direction."""
+    """max |pre-activation| per direction and gate (i, o, f, c), max |cell| per direction and,
+    for a factored R (U V), max |V h| per direction and row of V."""
 
     gate_absmax: np.ndarray  # [D, 4]
     cell_absmax: np.ndarray  # [D]
+    vh_absmax: np.ndarray | None = None  # [D, k]
 
     def merge(self, other: LstmStats) -> None:
         self.gate_absmax = np.maximum(self.gate_absmax, other.gate_absmax)
         self.cell_absmax = np.maximum(self.cell_absmax, other.cell_absmax)
+        if self.vh_absmax is None or other.vh_absmax is None:
+            self.vh_absmax = self.vh_absmax if other.vh_absmax is None else other.vh_absmax
+        else:
+            self.vh_absmax = np.maximum(self.vh_absmax, other.vh_absmax)
+
+    def copy(self) -> LstmStats:
+        vh = None if self.vh_absmax is None else self.vh_absmax.copy()
+        return LstmStats(self.gate_absmax.copy(), self.cell_absmax.copy(), vh)
 
 
 @dataclass
@@ -67,7 +77,7 @@ class CalibTable:
             if name in self.lstm:
                 self.lstm[name].merge(st)
             else:
-                self.lstm[name] = LstmStats(st.gate_absmax.copy(), st.cell_absmax.copy())
+                self.lstm[name] = st.copy()
         self.samples += other.samples
 
 
@@ -96,13 +106,14 @@ def _merge_observer(a: Observer, b: Observer) -> None:
 
 def lstm_internals(node: Node, args: list[np.ndarray | None]) -> LstmStats:
     """Re-run a float lstm (ONNX semantics, no peepholes) and measure its internals."""
-    x, w, r, b, h0, c0 = (list(args) + [None] * 6)[:6]
+    x, w, r, b, h0, c0, _, rv = (list(args) + [None] * 8)[:8]
     assert x is not None and w is not None and r is not None
     direction = node.attr("direction")
     d_n, hs = LSTM_DIRECTIONS[direction], node.attr("hidden_size")
     t_n, bs, _ = x.shape
     gmax = np.zeros((d_n, 4))
     cmax = np.zeros(d_n)
+    vmax = np.zeros((d_n, rv.shape[1])) if rv is not None else None
     for d in range(d_n):
         xw = np.matmul(x.astype(np.float64), w[d].T.astype(np.float64))
         if b is not None:
@@ -111,13 +122,18 @@ def lstm_internals(node: Node, args: list[np.ndarray | None]) -> LstmStats:
         c = c0[d].astype(np.float64) if c0 is not None else np.zeros((bs, hs))
         reverse = direction == "reverse" or d == 1
         for step in (range(t_n - 1, -1, -1) if reverse else range(t_n)):
-            g = xw[step] + h @ r[d].T.astype(np.float64)
+            if rv is not None and vmax is not None:  # factored R: U (V h)
+                vh = h @ rv[d].T.astype(np.float64)
+                vmax[d] = np.maximum(vmax[d], np.abs(vh).max(axis=0))
+                g = xw[step] + vh @ r[d].T.astype(np.float64)
+            else:
+                g = xw[step] + h @ r[d].T.astype(np.float64)
             gi, go, gf, gc = (g[:, k * hs:(k + 1) * hs] for k in range(4))
             gmax[d] = np.maximum(gmax[d], [np.abs(v).max() for v in (gi, go, gf, gc)])
             c = sigmoid64(gf) * c + sigmoid64(gi) * np.tanh(gc)
             h = sigmoid64(go) * np.tanh(c)
             cmax[d] = max(cmax[d], float(np.abs(c).max()))
-    return LstmStats(gmax, cmax)
+    return LstmStats(gmax, cmax, vmax)
 
 
 def check_sample(g: Graph, sample: Mapping[str, np.ndarray], where: str) -> dict[str, np.ndarray]:

@@ -1,7 +1,7 @@
 """Per-node multiply-accumulate and parameter counts (`ocrc inspect`, reports, cost models).
 
 MACs count the multiply-accumulates of an op's matrix products only (conv, conv_transpose,
-dense, matmul, and the gate matmuls of lstm); elementwise work, pooling and activations count
+dense, matmul, and the gate matmuls of lstm, factored R included); elementwise work, pooling and activations count
 zero. Parameters are the elements of a node's constant float operands, except operands that
 are initial states (lstm initial_h / initial_c) rather than weights.
 """
@@ -41,9 +41,12 @@ def _matmul(n: Node) -> int:
 
 
 def _lstm(n: Node) -> int:
+    """Gate matmuls per step: 4H (I + H), or 4H I + k (H + 4H) with a factored R (rv = V)."""
     t, b, i = n.inputs[0].type.shape  # type: ignore[union-attr]
     d, hs = LSTM_DIRECTIONS[n.attr("direction")], n.attr("hidden_size")
-    return d * t * b * 4 * hs * (i + hs)
+    rv = n.inputs[7] if len(n.inputs) > 7 else None
+    rec = 4 * hs * hs if rv is None else rv.type.shape[1] * 5 * hs
+    return d * t * b * (4 * hs * i + rec)
 
 
 MACS: Mapping[str, Callable[[Node], int]] = {
