@@ -35,7 +35,9 @@ from ocrc.compiler.ir.ops.counts import node_macs
 from ocrc.compiler.passes import PassContext, parse_pipeline, run_passes
 from ocrc.compiler.pipeline import optimize
 from ocrc.compiler.quant.calibrate import CalibTable, calibrate
-from ocrc.compiler.quant.quantizer import prepare
+from ocrc.compiler.quant.equalize import channel_absmax, equalize
+from ocrc.compiler.quant.observers import METHODS
+from ocrc.compiler.quant.quantizer import prepare, quantize_graph
 from ocrc.frontend.onnx_import import import_onnx
 from ocrc.frontend.zoo import fetch_model
 
@@ -50,6 +52,27 @@ BATCH = 24
 TUNE = ("clean", 100, 301)  # the held-out tuning set of the auto rows: kind, n, seed
 MAC_WIDTH = 160  # MACs are reported for this input width (T = 20)
 AUTO_OPS = "dense+lstm"
+QUANT = "mse+eq"  # the scoreboard's int8 setting for ddddocr (benchmarks/run.py)
+
+
+@dataclass(frozen=True)
+class QuantSetting:
+    """How the int8 rows are quantised: METHOD[+eq] (activation ranges, cross-layer
+    equalisation first)."""
+
+    method: str = "minmax"
+    equalize: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> QuantSetting:
+        method, *flags = text.split("+")
+        if method not in METHODS or any(f != "eq" for f in flags):
+            raise SystemExit(f"--quant {text!r}: expected METHOD[+eq], METHOD one of "
+                             f"{', '.join(METHODS)}")
+        return cls(method, "eq" in flags)
+
+    def describe(self) -> str:
+        return f"{self.method} ranges" + (", cross-layer equalised" if self.equalize else "")
 
 
 @dataclass(frozen=True)
@@ -181,7 +204,8 @@ def choose_auto(model: Model, task, budget: float) -> str:
 
 
 def evaluate_row(model: Model, task, row: Row, passes: str, images: Sequence[np.ndarray],
-                 labels: Sequence[str], fp32: Sequence[str], calib: Sequence[np.ndarray]) -> Result:
+                 labels: Sequence[str], fp32: Sequence[str], calib: Sequence[np.ndarray],
+                 quant: QuantSetting = QuantSetting()) -> Result:
     t0 = time.time()
     res = Result(row.name, ",".join(p for p in (passes, row.int8_passes) if p))
 
@@ -197,17 +221,31 @@ def evaluate_row(model: Model, task, row: Row, passes: str, images: Sequence[np.
     fpreds = [task.decode(o)[0] for o in fouts]
     res.float_accuracy = 100 * accuracy(fpreds, labels)
     res.float_agreement = 100 * agreement(fpreds, fp32)
+    # One calibration table (and one set of equalisation statistics) over every width, so
+    # that every width is quantised alike.
+    absmax: dict[str, np.ndarray] = {}
+    calib_batches = batches(calib)
+    if quant.equalize:
+        for _, arr in calib_batches:
+            prepared = prepare(compress(model.graph(arr.shape[0], arr.shape[3])))
+            channel_absmax(prepared, [{model.name: arr}], absmax)
+
+    def float_graph(g: Graph) -> Graph:
+        prepared = prepare(compress(g))
+        return equalize(prepared, absmax) if quant.equalize else prepared
+
     table = CalibTable()
-    for _, arr in batches(calib):
-        prepared = prepare(compress(model.graph(arr.shape[0], arr.shape[3])))
-        calibrate(prepared, [{model.name: arr}], table, progress=False)
+    for _, arr in calib_batches:
+        calibrate(float_graph(model.graph(arr.shape[0], arr.shape[3])), [{model.name: arr}],
+                  table, progress=False)
     books: dict = {}
 
     def quantise(g: Graph) -> Graph:
-        ctx = PassContext(options={"calibration": table, "progress": False}, verify_each=False)
-        text = ",".join(p for p in ("quantize", row.int8_passes) if p)
-        q = run_passes(compress(g), parse_pipeline(text), ctx)
-        books.update(ctx.options.get("codebooks", {}))
+        q = quantize_graph(float_graph(g), table, quant.method).graph
+        if row.int8_passes:
+            ctx = PassContext(options={"progress": False}, verify_each=False)
+            q = run_passes(q, parse_pipeline(row.int8_passes), ctx)
+            books.update(ctx.options.get("codebooks", {}))
         return q
 
     made: dict = {}
@@ -263,7 +301,8 @@ def svd_study(model: Model, task, images: Sequence[np.ndarray], labels: Sequence
             "calibration images (`lowrank{whiten=true}`).\n\n" + markdown_table(head, body))
 
 
-def section(results: Sequence[Result], fp32_acc: float, n: int, seconds: float) -> str:
+def section(results: Sequence[Result], fp32_acc: float, n: int, seconds: float,
+            quant: str = QUANT) -> str:
     head = ["setting", "weight bytes", "x vs 54,088,400 B float", "MACs (dense)",
             "MACs (nonzero weights)", "accuracy %", "points lost vs fp32",
             "agreement with fp32 %", "float-only: accuracy % / agreement %"]
@@ -279,15 +318,17 @@ def section(results: Sequence[Result], fp32_acc: float, n: int, seconds: float) 
             f"format of `runtime/weightcodec.py` per layer (dense, bitmask, csr; codebook + "
             f"Huffman where shared) plus every other constant (int32 biases, multipliers, "
             f"tables) raw. MACs per image at width {MAC_WIDTH}. int8 numbers from the golden "
-            f"int8 interpreter. Generated by `python -m benchmarks.compression` (about "
-            f"{seconds / 60:.0f} min on 2 shared cores).\n\n" + markdown_table(head, body) +
+            f"int8 interpreter; int8 calibration: {QuantSetting.parse(quant).describe()} "
+            f"(32 calibration images). Generated by `python -m benchmarks.compression"
+            f"{'' if quant == QUANT else ' --quant ' + quant}` (about {seconds / 60:.0f} min on "
+            f"2 shared cores).\n\n" + markdown_table(head, body) +
             "\nPipelines (auto rows: chosen on a held-out tuning set of 100 clean images of "
             "another seed against the float model: each layer's settings measured alone, then "
             "per layer the setting minimising agreement loss + price x bytes (relative logit "
             "error breaking ties), the price raised by bisection while the joint agreement "
             "loss of all choices stays within the budget):\n\n" + pipes + "\n\n"
             "No fine-tuning anywhere (the literature's 5.07x at under 3 points was fine-tuned). "
-            "The int8 row is the quantiser as it stands (minmax calibration); every compressed "
+            "The int8 row is the quantiser as it stands; every compressed "
             "row inherits its loss, and the float-only column isolates what compression alone "
             "costs. The auto budgets are in points of agreement of the float model on the "
             "tuning set, so the int8 rows lose the int8 loss on top.\n")
@@ -303,15 +344,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="results of an earlier --json run: rows not in --rows are taken from it")
     ap.add_argument("--from-json", type=Path, metavar="FILE.json",
                     help="only rewrite the section from the results of an earlier --json run")
+    ap.add_argument("--quant", default=QUANT, metavar="METHOD[+eq]",
+                    help=f"int8 calibration of every row (default {QUANT})")
     ap.add_argument("--svd-study", action="store_true",
                     help="also compare plain and data-aware SVD (section 'Compression: SVD')")
     args = ap.parse_args(argv)
+    quant = QuantSetting.parse(args.quant)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     t0 = time.time()
     if args.from_json:
         data = json.loads(args.from_json.read_text())
         results = [Result(**r) for r in data["results"]]
-        write_section("Compression", section(results, data["fp32"], data["n"], data["seconds"]))
+        write_section("Compression", section(results, data["fp32"], data["n"], data["seconds"],
+                                             data.get("quant", QUANT)))
         return 0
     task = ddddocr_task()
     model = Model()
@@ -342,16 +387,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         passes = row.float_passes
         if row.auto_budget is not None:
             passes = choose_auto(model, task, row.auto_budget)
-        res = evaluate_row(model, task, row, passes, images, labels, fp32, calib)
+        res = evaluate_row(model, task, row, passes, images, labels, fp32, calib, quant)
         log.info("%s: %s", row.name, json.dumps(asdict(res)))
         results.append(res)
         results.sort(key=lambda r: [x.name for x in ROWS].index(r.name))
         if args.json:
             args.json.write_text(json.dumps({"fp32": fp32_acc, "n": len(images),
+                                             "quant": args.quant,
                                              "seconds": time.time() - t0,
                                              "results": [asdict(r) for r in results]}, indent=1))
     if not args.no_write:
-        write_section("Compression", section(results, fp32_acc, len(images), time.time() - t0))
+        write_section("Compression", section(results, fp32_acc, len(images), time.time() - t0,
+                                             args.quant))
     return 0
 
 

@@ -26,12 +26,16 @@ MIN_FACTOR = 1e-3  # s_c relative to the largest: bounds how far a channel is bl
 
 def channel_absmax(g: Graph, data: Iterable[Mapping[str, np.ndarray]],
                    into: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-    """max |x| per channel (axis 1) of every 4-D float node output, over `data`."""
+    """max |x| per channel (axis 1) over `data` of every value that `equalize` reads: the
+    output feeding the second conv of each pair (axis 1 is a channel axis there; other 4-D
+    values, such as a [W, N, C, H] transpose before the CNN-to-RNN reshape, are not recorded,
+    so statistics of graphs of other batch sizes or widths merge)."""
     out = into if into is not None else {}
+    wanted = {(f or a).output for a, f, _ in _pairs(g)}
 
     def hook(n: Node, outs: list[np.ndarray]) -> None:
         for v, a in zip(n.outputs, outs):
-            if a.ndim == 4 and a.dtype.kind == "f" and n.op.name != "const":
+            if v in wanted and a.ndim == 4 and a.dtype.kind == "f":
                 m = np.abs(a).max(axis=(0, 2, 3)).astype(np.float64)
                 out[v.name] = np.maximum(out[v.name], m) if v.name in out else m
     for sample in data:

@@ -42,6 +42,32 @@ def sqnr(f: np.ndarray, q: np.ndarray) -> float:
     return float(10 * np.log10(np.sum(f.astype(np.float64) ** 2) / np.sum((f - q) ** 2)))
 
 
+def transposed_block(batch: int, width: int) -> Graph:
+    """conv -> relu -> conv, then a [W, N, C, H] transpose (as before a CRNN's reshape): a 4-D
+    value whose axis 1 is the batch, not a channel axis."""
+    rng = np.random.default_rng(3)
+    b = Builder()
+    x = b.input("x", TensorType(DType.F32, (batch, 2, 3, width)))
+    c1 = b.op("conv", x, b.const(rng.standard_normal((4, 2, 1, 1)).astype(np.float32)),
+              act="relu", out_name="c1")
+    c2 = b.op("conv", c1, b.const(rng.standard_normal((3, 4, 1, 1)).astype(np.float32)),
+              out_name="c2")
+    b.output(b.op("transpose", c2, perm=(3, 0, 1, 2), out_name="t"))
+    return b.graph
+
+
+def test_channel_absmax_merges_batches_and_widths() -> None:
+    """Statistics of graphs of other batch sizes and widths merge (the compression benchmark
+    calibrates batches of several widths): only the pairs' channel values are recorded."""
+    rng = np.random.default_rng(0)
+    absmax: dict[str, np.ndarray] = {}
+    for batch, width in ((2, 5), (3, 7)):
+        g = transposed_block(batch, width)
+        channel_absmax(g, [{"x": rng.standard_normal((batch, 2, 3, width)).astype(np.float32)}],
+                       absmax)
+    assert set(absmax) == {"c1"} and absmax["c1"].shape == (4,)
+
+
 def test_equalize_keeps_float_semantics_and_helps_int8() -> None:
     g = prepare(mobilenet_block())
     eq = equalize(g, channel_absmax(g, samples(4)))
