@@ -8,7 +8,10 @@ compressed stream), REQUANT by (h_mult, h_shift), IADD with the step's input pro
 for the int16 cell, RESCALE to the tanh(c) table index, LUT, IMUL to the int8 h. h is written
 straight into its row of Y when Y lives in SRAM (the next step reads it there). Directions are
 interleaved step by step. params: res (resident rows of R per direction), nb (R rows per
-streamed block).
+streamed block). A factored R (U V) adds one MATMUL per step and direction before the others:
+t = V h (out=i8, requantised by rvqp), and the row blocks of U then multiply t (k long) in
+place of h; V stays resident when R's rows do (res > 0), else it streams every step in blocks
+of nb rows (through the buffers of R's streamed blocks).
 """
 
 from __future__ import annotations
@@ -30,12 +33,13 @@ class LstmEmitter(KernelEmitter):
         a = n.all_attrs
         ctx = self.ctx
         tx, r_v, rqp_v, tab_v = n.inputs[:4]
-        h0_v, c0_v = (list(n.inputs) + [None, None])[4:6]
+        h0_v, c0_v, rv_v, rvqp_v = (list(n.inputs) + [None] * 4)[4:8]
         assert tx is not None
         d_n, hs = LSTM_DIRECTIONS[a["direction"]], a["hidden_size"]
         g4 = 4 * hs
         t_n = tx.type.shape[0]
         r = ctx.array(r_v).astype(np.int8)
+        kr = r.shape[2]  # the recurrent GEMM's K: H, or k with a factored R (r = U)
         rqp = ctx.array(rqp_v)
         tables = ctx.array(tab_v).astype(np.int16)
         txv = ctx.view(tx, d_n * g4)
@@ -62,13 +66,29 @@ class LstmEmitter(KernelEmitter):
         rq = self.const("rqp", rq_blob)
         macs = [self.ctx.weights.mac((r_v, d, c0, c1), r[None, d, c0:c1], 1)
                 for d in range(d_n) for c0, c1 in parts]
+        if rv_v is not None:  # V [D, k, H] and its MATMUL qp [D, 3, k]
+            rv = ctx.array(rv_v).astype(np.int8)
+            vparts = [(0, kr)] if res else [(c0, min(c0 + nb, kr)) for c0 in range(0, kr, nb)]
+            vkeys = [(d, c0, c1) for d in range(d_n) for c0, c1 in vparts]
+            vd, vstreams = self.weight_streams("rv", [((rv_v, d, c0, c1), rv[d, c0:c1])
+                                                      for d, c0, c1 in vkeys])
+            vmacs = [self.ctx.weights.mac((rv_v, d, c0, c1), rv[None, d, c0:c1], 1)
+                     for d, c0, c1 in vkeys]
+            # the qp blocks of V h: [bias][mult][shift] of each part, in the order of vkeys
+            vqp_blob = np.concatenate([ctx.array(rvqp_v)[d, :, c0:c1].reshape(-1)
+                                       for d, c0, c1 in vkeys]).astype(np.int32)
+            vqp = self.load_const("rvqp", vqp_blob) if res else self.const("rvqp", vqp_blob)
+            vqp_off = np.cumsum([0] + [12 * (c1 - c0) for _, c0, c1 in vkeys]).tolist()
+            vbufs = [self.alloc(kr * hs) for _ in range(d_n if res else 0)]
+            tbuf = self.alloc(kr)
         rres, qres = [], []
         for _ in range(d_n if res else 0):
-            rres.append(self.alloc(res * hs))
+            rres.append(self.alloc(res * kr))
             qres.append(self.alloc(12 * res))
         streamed = list(range(1 if res else 0, len(parts)))
-        if streamed:
-            rbufs = [self.alloc(nb * hs) for _ in range(2)]
+        if streamed:  # R's (U's) streamed blocks, and V's when it streams
+            rows = nb * (hs if rv_v is not None and not res else kr)
+            rbufs = [self.alloc(rows) for _ in range(2)]
             rqbufs = [self.alloc(12 * nb) for _ in range(2)]
         # state and temporaries
         cbuf = [self.alloc(2 * hs) for _ in range(d_n)]
@@ -97,6 +117,23 @@ class LstmEmitter(KernelEmitter):
                 txa = self.fetch(txv, t, t + 1, d * g4, (d + 1) * g4,
                                  txbufs[(s * d_n + d) % len(txbufs)] if txbufs else None)
                 mm = dict(a=hprev[d], qp=zq, m=1, k=hs, a_rs=hs, zx=a["h_zp"], out=DType.I32)
+                if rv_v is not None:  # t = requantize(V (h - h_zp)) to int8, then U t
+                    for j, (c0, c1) in enumerate(vparts):
+                        i = d * len(vparts) + j
+                        if not res:
+                            vb, vq = rbufs[nrb % 2], rqbufs[nrb % 2]
+                            nrb += 1
+                            self.loadw(vd, vstreams[i], vb)
+                            self.dma(Opcode.LOAD, vqp + vqp_off[i], vq, 12 * (c1 - c0))
+                        else:
+                            vb, vq = vbufs[d], vqp + vqp_off[i]
+                            if s == 0:
+                                self.loadw(vd, vstreams[i], vb)
+                        self.ins(Opcode.MATMUL, vmacs[i], b=vb, dst=tbuf + c0, n=c1 - c0,
+                                 d_rs=kr, **{**mm, "qp": vq, "out": DType.I8,
+                                             "zy": 0, "lo": qmath.INT8_MIN,
+                                             "hi": qmath.INT8_MAX})
+                    mm = dict(a=tbuf, qp=zq, m=1, k=kr, a_rs=kr, zx=0, out=DType.I32)
                 rqd = dict(dst=ah, zy=0, lo=0, hi=0, out_dt=DType.I32)
                 if res:
                     if s == 0:  # loaded once, overlapping the other direction's first step

@@ -284,6 +284,11 @@ class _Lower:
                 for v in (list(n.inputs) + [None, None])[9:11]]
         extra = [self.b.const(arr, f"{name}.{k}") if arr is not None else None
                  for arr, k in zip(init, ("h0", "c0"))]
+        if len(n.inputs) > 11 and n.inputs[11] is not None:  # factored R: V and its requant
+            rv, vm, vsh = (self.const(v, n, "operand") for v in n.inputs[11:14])
+            vqp = np.stack([self.qp(np.zeros(vm.shape[1]), vm[k], vsh[k]) for k in range(d)])
+            extra += [self.b.const(rv.astype(np.int8), f"{name}.rv"),
+                      self.b.const(vqp, f"{name}.rvqp")]
         rqp = np.stack([hm, hs], axis=1).astype(np.int32)
         outs = self.emit(n, "npu.lstm", [tx, self.b.const(r.astype(np.int8), f"{name}.r"),
                                          self.b.const(rqp, f"{name}.rqp"),

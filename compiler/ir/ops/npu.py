@@ -18,7 +18,7 @@ import numpy as np
 from ocrc.compiler.ir.opdef import AttrDef, Attrs, defop
 from ocrc.compiler.ir.ops.elementwise import broadcast_shape
 from ocrc.compiler.ir.ops.nn import WINDOW_ATTRS, window_out
-from ocrc.compiler.ir.ops.qlstm import N_TABLES, lstm_steps
+from ocrc.compiler.ir.ops.qlstm import N_TABLES, factored_of, lstm_steps
 from ocrc.compiler.ir.ops.quant import ref_lut, ref_qconcat
 from ocrc.compiler.ir.ops.rnn import LSTM_DIRECTIONS
 from ocrc.compiler.ir.types import DType, TensorType
@@ -244,11 +244,20 @@ COPY = defop(
 # --- the recurrent part of the LSTM ------------------------------------------------------------
 def _infer_lstm(types: Sequence[TensorType | None], a: Attrs) -> list[TensorType]:
     tx, r, rqp, tab = (_t(types, i) for i in range(4))
+    rv, rvqp = (list(types) + [None] * 8)[6:8]
     d, hs = LSTM_DIRECTIONS[a["direction"]], a["hidden_size"]
     _need(tx.dtype == DType.I32 and tx.rank == 3 and tx.shape[1] == 1
           and tx.shape[2] == d * 4 * hs, f"tx must be i32[T, 1, {d * 4 * hs}], got {tx}")
-    _need(r.dtype == DType.I8 and r.shape == (d, 4 * hs, hs), f"r must be i8[{d}, {4 * hs}, "
-          f"{hs}], got {r}")
+    k = hs
+    if rv is not None or rvqp is not None:
+        _need(rv is not None and rv.dtype == DType.I8 and rv.rank == 3
+              and rv.shape[0] == d and rv.shape[2] == hs,
+              f"rv (V of a factored R) must be i8[{d}, k, {hs}], got {rv}")
+        k = rv.shape[1]  # type: ignore[union-attr]
+        _need(rvqp is not None and rvqp.dtype == DType.I32 and rvqp.shape == (d, 3, k),
+              f"rvqp must be i32[{d}, 3, {k}] (bias, mult, shift of V h), got {rvqp}")
+    _need(r.dtype == DType.I8 and r.shape == (d, 4 * hs, k), f"r must be i8[{d}, {4 * hs}, "
+          f"{k}], got {r}")
     _need(rqp.dtype == DType.I32 and rqp.shape == (d, 2, 4 * hs),
           f"rqp must be i32[{d}, 2, {4 * hs}] (h_mult, h_shift), got {rqp}")
     _need(tab.dtype == DType.I16 and tab.shape == (d, N_TABLES, 256),
@@ -261,7 +270,7 @@ def _infer_lstm(types: Sequence[TensorType | None], a: Attrs) -> list[TensorType
 def _ref_lstm(xs: Sequence[np.ndarray | None], a: Attrs) -> list[np.ndarray]:
     """The step loop of qlstm's reference (ocrc.compiler.ir.ops.qlstm) from the rescaled input
     projections tx = mul_round_shift(bias + W (x - x_zp), x_mult, x_shift)."""
-    tx, r, rqp, tab, h0, c0 = (list(xs) + [None] * 6)[:6]
+    tx, r, rqp, tab, h0, c0, rv, rvqp = (list(xs) + [None] * 8)[:8]
     assert tx is not None and r is not None and rqp is not None and tab is not None
     d_n, hs = LSTM_DIRECTIONS[a["direction"]], a["hidden_size"]
     t_n = tx.shape[0]
@@ -277,16 +286,20 @@ def _ref_lstm(xs: Sequence[np.ndarray | None], a: Attrs) -> list[np.ndarray]:
         h = np.asarray(h0[d], np.int64) if h0 is not None else np.full((1, hs), zh, np.int64)
         c = np.asarray(c0[d], np.int64) if c0 is not None else np.zeros((1, hs), np.int64)
         frac = a["cell_frac"][d]
-        h, c = lstm_steps(txd, r64, hm, hsh, tables, h, c, zh, frac, a, d, reverse, y[:, d])
+        fac = factored_of(rv, rvqp[:, 1] if rvqp is not None else None,
+                          rvqp[:, 2] if rvqp is not None else None, d)
+        h, c = lstm_steps(txd, r64, hm, hsh, tables, h, c, zh, frac, a, d, reverse, y[:, d], fac)
         hn[d], cn[d] = h, c
     return [y.astype(np.int8), hn.astype(np.int8), cn.astype(np.int16)]
 
 
 LSTM = defop(
-    "npu.lstm", ("tx", "r", "rqp", "tables", "initial_h?", "initial_c?"), _infer_lstm, _ref_lstm,
+    "npu.lstm", ("tx", "r", "rqp", "tables", "initial_h?", "initial_c?", "rv?", "rvqp?"),
+    _infer_lstm, _ref_lstm,
     "The recurrent steps of qlstm (batch 1) from the input projections tx (an npu.matmul with "
     "out=i32): per step MATMUL h @ R, REQUANT, IADD>>8, 4 LUTs, IMUL/IADD for the int16 cell, "
-    "RESCALE, LUT tanh(c), IMUL for h.",
+    "RESCALE, LUT tanh(c), IMUL for h. With a factored R (rv = V, rvqp its MATMUL qp with "
+    "bias 0) r is U and each step first computes t = MATMUL V h (out=i8), then U t.",
     attrs={"hidden_size": AttrDef("int"), "direction": AttrDef("str", "forward"),
            "h_zp": AttrDef("int", 0), "cell_frac": AttrDef("ints"), "cell_mult": AttrDef("ints"),
            "cell_shift": AttrDef("ints"), "out_mult": AttrDef("ints"),

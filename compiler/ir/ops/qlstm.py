@@ -2,7 +2,9 @@
 
 Gate matmuls int8 x int8 -> int32, gate pre-activations requantised to int8 and looked up in
 256-entry int16 (Q0.15) tables, the cell state int16 with `cell_frac` fraction bits, the hidden
-state and Y int8. Layout and gate order (i, o, f, c) are ONNX's, like the float `lstm`.
+state and Y int8. Layout and gate order (i, o, f, c) are ONNX's, like the float `lstm`. A
+factored R (the float lstm's `rv`) adds one int8 matmul per step: t = requantize(V (h - h_zp))
+to int8 (per row of V), then the gate accumulator is U t instead of R (h - h_zp).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ GATE_FRAC = 15  # gate values and tanh(c) are Q0.15 int16
 
 
 def _infer_qlstm(types: Sequence[TensorType | None], attrs: Attrs) -> list[TensorType]:
-    x, w, r, bias, xm, xsh, hm, hsh, tab, h0, c0 = (list(types) + [None] * 11)[:11]
+    x, w, r, bias, xm, xsh, hm, hsh, tab, h0, c0, rv, vm, vsh = (list(types) + [None] * 14)[:14]
     assert x is not None and w is not None and r is not None
     if attrs["direction"] not in LSTM_DIRECTIONS:
         raise ValueError(f"direction {attrs['direction']!r} is not one of "
@@ -33,12 +35,21 @@ def _infer_qlstm(types: Sequence[TensorType | None], attrs: Attrs) -> list[Tenso
     t, bs, i = x.shape
     if max(i, hs) > MAX_K:
         raise ValueError(f"input size {i} / hidden size {hs} exceeds MAX_K = {MAX_K}")
-    want = {"w": (w, DType.I8, (d, 4 * hs, i)), "r": (r, DType.I8, (d, 4 * hs, hs)),
+    k = hs
+    if rv is not None or vm is not None or vsh is not None:
+        if rv is None or rv.rank != 3 or not 1 <= rv.shape[1] <= min(hs, MAX_K):
+            raise ValueError(f"qlstm operand 'rv' (V of a factored R) must be i8[{d}, k, {hs}] "
+                             f"with 1 <= k <= {min(hs, MAX_K)}, got {rv}")
+        k = rv.shape[1]
+    want = {"w": (w, DType.I8, (d, 4 * hs, i)), "r": (r, DType.I8, (d, 4 * hs, k)),
             "bias": (bias, DType.I32, (d, 4 * hs)), "x_mult": (xm, DType.I32, (d, 4 * hs)),
             "x_shift": (xsh, DType.I32, (d, 4 * hs)), "h_mult": (hm, DType.I32, (d, 4 * hs)),
             "h_shift": (hsh, DType.I32, (d, 4 * hs)),
             "tables": (tab, DType.I16, (d, N_TABLES, 256)),
             "initial_h": (h0, DType.I8, (d, bs, hs)), "initial_c": (c0, DType.I16, (d, bs, hs))}
+    if rv is not None:
+        want.update({"rv": (rv, DType.I8, (d, k, hs)), "rv_mult": (vm, DType.I32, (d, k)),
+                     "rv_shift": (vsh, DType.I32, (d, k))})
     for name, (ty, dt, shape) in want.items():
         if ty is None and name in ("initial_h", "initial_c"):
             continue
@@ -65,17 +76,26 @@ def _matmul_exact(a: np.ndarray, w64: np.ndarray) -> np.ndarray:
 
 def lstm_steps(tx: np.ndarray, r64: np.ndarray, hmult: np.ndarray, hshift: np.ndarray,
                tables: np.ndarray, h: np.ndarray, c: np.ndarray, zh: int, frac: int, a: Attrs,
-               d: int, reverse: bool, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+               d: int, reverse: bool, y: np.ndarray,
+               factored: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
     """The recurrent steps of one direction, the one definition of the integer LSTM cell
     (docs/quantization.md) that qlstm and the lowered npu.lstm both run: per step the
     recurrent GEMM and its rescale, the saturated int8 gate pre-activation, the gate tables
     (Q0.15), the int16 cell update, tanh(c) by table and the int8 hidden state. tx: the rescaled
-    input projections [T, B, 4H]; writes y[step] = h; returns the final (h, c)."""
+    input projections [T, B, 4H]; writes y[step] = h; returns the final (h, c). `factored`
+    = (V as float64 [k, H], mult [k], shift [k]) when r64 holds U [4H, k]: the recurrent GEMM
+    is then U t with t = requantize(V (h - zh), mult, shift) the int8 [B, k] intermediate."""
     hs = h.shape[-1]
     i16 = (qmath.INT16_MIN, qmath.INT16_MAX)
     gate_of_row = np.repeat(np.arange(4), hs)  # row g of [4H] belongs to gate g // H
     for step in (range(tx.shape[0] - 1, -1, -1) if reverse else range(tx.shape[0])):
-        th = qmath.mul_round_shift(_matmul_exact(h - zh, r64), hmult, hshift)
+        hz = h - zh
+        if factored is not None:
+            v64, vmult, vshift = factored
+            hz = qmath.requantize(_matmul_exact(hz, v64), vmult, vshift, 0, qmath.INT8_MIN,
+                                  qmath.INT8_MAX)
+        th = qmath.mul_round_shift(_matmul_exact(hz, r64), hmult, hshift)
         p = qmath.clamp(qmath.mul_round_shift(tx[step] + th, 1, qmath.ADD_FRAC_BITS),
                         qmath.INT8_MIN, qmath.INT8_MAX)
         g = tables[gate_of_row, p + 128]  # [B, 4H] Q0.15 gate values
@@ -90,8 +110,17 @@ def lstm_steps(tx: np.ndarray, r64: np.ndarray, hmult: np.ndarray, hshift: np.nd
     return h, c
 
 
+def factored_of(rv: np.ndarray | None, vm: np.ndarray | None, vsh: np.ndarray | None,
+                d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """lstm_steps' `factored` argument of direction d (None without a factored R)."""
+    if rv is None or vm is None or vsh is None:
+        return None
+    return (np.asarray(rv[d], np.float64), np.asarray(vm[d], np.int64),
+            np.asarray(vsh[d], np.int64))
+
+
 def _ref_qlstm(xs: Sequence[np.ndarray | None], a: Attrs) -> list[np.ndarray]:
-    x, w, r, bias, xm, xsh, hm, hsh, tab, h0, c0 = (list(xs) + [None] * 11)[:11]
+    x, w, r, bias, xm, xsh, hm, hsh, tab, h0, c0, rv, vm, vsh = (list(xs) + [None] * 14)[:14]
     assert x is not None and w is not None and r is not None and bias is not None
     assert xm is not None and xsh is not None and hm is not None and hsh is not None
     assert tab is not None
@@ -114,7 +143,7 @@ def _ref_qlstm(xs: Sequence[np.ndarray | None], a: Attrs) -> list[np.ndarray]:
         c = np.asarray(c0[d], np.int64) if c0 is not None else np.zeros((bs, hs), np.int64)
         frac = a["cell_frac"][d]
         h, c = lstm_steps(tx, r64, hmult, hshift, tables, h, c, zh, frac, a, d, reverse,
-                          y[:, d])
+                          y[:, d], factored_of(rv, vm, vsh, d))
         hn[d], cn[d] = h, c
     return [y.astype(np.int8), hn.astype(np.int8), cn.astype(np.int16)]
 
@@ -122,11 +151,13 @@ def _ref_qlstm(xs: Sequence[np.ndarray | None], a: Attrs) -> list[np.ndarray]:
 QLSTM = defop(
     "qlstm",
     ("x", "w", "r", "bias", "x_mult", "x_shift", "h_mult", "h_shift", "tables", "initial_h?",
-     "initial_c?"),
+     "initial_c?", "rv?", "rv_mult?", "rv_shift?"),
     _infer_qlstm, _ref_qlstm,
     "Integer LSTM (docs/quantization.md §4): int8 x/W/R/h, int32 gate accumulators rescaled "
     "to int8 pre-activations, Q0.15 int16 gate tables [D, 5, 256], int16 cell with cell_frac "
-    "fraction bits; results Y i8[T, D, B, H], Y_h i8[D, B, H], Y_c i16[D, B, H].",
+    "fraction bits; results Y i8[T, D, B, H], Y_h i8[D, B, H], Y_c i16[D, B, H]. With a "
+    "factored R (rv = V i8[D, k, H], rv_mult/rv_shift i32[D, k]) r is U i8[D, 4H, k] and each "
+    "step's recurrent accumulator is U requantize(V (h - h_zp), rv_mult, rv_shift) (int8).",
     attrs={"hidden_size": AttrDef("int"), "direction": AttrDef("str", "forward"),
            "x_zp": AttrDef("int", 0), "h_zp": AttrDef("int", 0),
            "cell_frac": AttrDef("ints"), "cell_mult": AttrDef("ints"),
