@@ -116,7 +116,8 @@ def candidates(g: Graph, sites: Sequence[Site], sparsities: Sequence[float] = SP
         if int16:
             out.append(Setting(s.layer, "int8", "", w.size))
             out.append(Setting(s.layer, "int16", "", 2 * w.size))
-        if s.kind in ("lstm.r", "matmul") or group_of(s) != 1:
+        if s.kind == "matmul" or group_of(s) != 1 or (
+                s.kind == "lstm.r" and len(s.node.inputs) > 7 and s.node.inputs[7] is not None):
             continue
         mats = to_rows(w, s.kind, 1)
         _, m, n = mats.shape
@@ -125,8 +126,9 @@ def candidates(g: Graph, sites: Sequence[Site], sparsities: Sequence[float] = SP
         ranks = {svd.round_rank(max(svd.energy_rank(sp, e) for sp in spectra), multiple,
                                 min(m, n)) for e in energies}
         for r in sorted(ranks, reverse=True):
-            # the LSTM's W becomes [D, 4H, D*r] (block-structured) after a shared projection
-            nbytes = d * r * (n + d * m) if s.kind == "lstm.w" else r * (m + n)
+            # the LSTM's W becomes [D, 4H, D*r] (block-structured) after a shared projection;
+            # its R becomes U [D, 4H, r] and V [D, r, H] (one r for both directions)
+            nbytes = d * r * (n + d * m) if s.kind == "lstm.w" else d * r * (m + n)
             if r < svd.break_even(m, n) and nbytes < d * m * n:
                 out.append(Setting(s.layer, "lowrank", str(r), nbytes))
     return out

@@ -164,3 +164,63 @@ def test_verifier_names_bad_factors() -> None:
     with pytest.raises(Exception, match="'r' \\(U of a factored R.*must be \\[1, 16, 2\\]"):
         b.emit("lstm", [x, b.const(w), b.const(u), b.const(bias), None, None, None,
                         b.const(np.zeros((1, 2, 4), np.float32))], n.attrs)
+
+
+def test_sensitivity_sweeps_r_ranks() -> None:
+    from ocrc.compiler.compress import sensitivity as S
+    from ocrc.compiler.compress.evaluate import Evaluator
+    from ocrc.compiler.compress.metrics import get_metric
+    from ocrc.compiler.compress.sites import weight_sites
+    g = tiny_crnn()
+    cands = S.candidates(g, weight_sites(g, ("lstm",)), multiple=1)
+    r_ranks = [c for c in cands if c.layer == "lstm.R" and c.kind == "lowrank"]
+    assert r_ranks and all(c.nbytes == 2 * int(c.value) * (4 * HIDDEN + HIDDEN)
+                           and int(c.value) < 0.8 * HIDDEN for c in r_ranks)
+    variant = run_passes(g, r_ranks[0].passes(), PassContext())
+    ev = Evaluator(g, inputs(n=2))
+    ev.prepare([variant])
+    for s, outs in zip(inputs(n=2), ev.outputs(variant)):
+        np.testing.assert_array_equal(outs[0], interp.run(variant, s)["logits"])
+    work = [(g, inputs(n=3))]
+    sw = S.sweep(work, cands, get_metric("cosine"))
+    pick, loss = S.choose(work, sw, get_metric("cosine"), 5.0)
+    out = run_passes(g, parse_pipeline(S.settings_pipeline(pick) or "canonicalize"),
+                     PassContext())
+    verify(out)
+
+
+def test_cli_low_rank_of_r(tmp_path, capsys) -> None:
+    """`ocrc compile --low-rank` on R: to the NPU (calibrated on the factored graph), and the
+    one-line error of a rank above min(m, n)."""
+    import onnx
+    from ocrc.compiler.cli import main
+    from ocrc.frontend.demo import build_demo_crnn
+    model = tmp_path / "demo.onnx"
+    onnx.save(build_demo_crnn(width=64), model)
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        np.save(calib / f"{i}.npy", rng.random((1, 1, 32, 64), dtype=np.float32))
+    assert main(["compile", str(model), "-t", "npu", "--calib", str(calib), "--low-rank",
+                 "layers=LSTM_0.R:8,multiple=1", "-o", str(tmp_path / "d.npu")]) == 0
+    capsys.readouterr()
+    assert main(["compile", str(model), "--low-rank", "layers=LSTM_0.R:99",
+                 "-o", str(tmp_path / "d.ir")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["ocrc: error: lowrank: rank 99 for LSTM_0.R is outside [1, 32] "
+                   "(min(m, n) of its 32-rank matrices)"]
+
+
+def test_whitened_r_split_is_better_on_the_hidden_states() -> None:
+    g = tiny_crnn()
+    errs = []
+    for whiten in ("false", "true"):
+        ctx = PassContext(options={"calibration": inputs(n=3)})
+        out = run_passes(g, parse_pipeline(f"lowrank{{layers=lstm.R:4,multiple=1,"
+                                           f"whiten={whiten}}}"), ctx)
+        verify(out)
+        x = inputs(seed=1, n=3)
+        errs.append(sum(float(np.linalg.norm(interp.run(out, s)["logits"]
+                                             - interp.run(g, s)["logits"])) for s in x))
+    assert errs[1] < errs[0]
