@@ -34,6 +34,7 @@ from ocrc.compiler.export_onnx import export_onnx
 from ocrc.compiler.ir import Graph, run
 from ocrc.compiler.pipeline import optimize
 from ocrc.compiler.quant import CalibTable, QuantResult, calibrate, prepare, quantize_graph
+from ocrc.compiler.quant.bias_correction import apply_bias_errors, measure_bias_errors
 from ocrc.compiler.quant.equalize import channel_absmax, equalize
 from ocrc.compiler.quant.gptq import gptq_weights, with_weights
 from ocrc.compiler.quant.mixed import DEFAULT_THRESHOLD, Int16Plan, select_int16
@@ -46,6 +47,7 @@ EVAL_SET, CALIB_SET = "clean", "calib-clean"
 REPORT_SAMPLES = 4
 INT16_SAMPLES = 8  # calibration images of the selection shape for --settings ...+int16
 GPTQ_SAMPLES = 8  # calibration images of the most common shape for --settings ...+gptq
+BC_SAMPLES = 16  # calibration images of the most common shape for --settings ...+bc
 OUT = Path(__file__).parent / "out"
 
 
@@ -54,7 +56,8 @@ class OcrcInt8:
     graph per input shape. Callable as a Recognizer running the golden int8 interpreter."""
 
     def __init__(self, task: OcrTask, method: str, equalize: bool, int16: str = "none",
-                 threshold: float = DEFAULT_THRESHOLD, gptq: bool = False) -> None:
+                 threshold: float = DEFAULT_THRESHOLD, gptq: bool = False,
+                 bias_correction: bool = False) -> None:
         self.path = fetch_model(task.model)
         self.input = onnx.load(str(self.path), load_external_data=False).graph.input[0].name
         self.method = method
@@ -62,6 +65,8 @@ class OcrcInt8:
         self.int16, self.threshold = int16, threshold
         self.gptq = gptq
         self.gptq_w: dict[str, np.ndarray] = {}
+        self.bias_correction = bias_correction
+        self.bias_errors: dict[str, np.ndarray] = {}
         self.plan = Int16Plan()
         self.prepared: dict[tuple[int, ...], Graph] = {}
         self.absmax: dict[str, np.ndarray] = {}
@@ -108,11 +113,17 @@ class OcrcInt8:
             self.plan = select_int16(self.float_graph(shape), self.table, self.int16,
                                      by_shape[shape][:INT16_SAMPLES], self.method,
                                      threshold=self.threshold)
+        if self.bias_correction:  # measured once, on the most common shape, applied to all
+            shape = max(sorted(by_shape), key=lambda s: len(by_shape[s]))
+            self.bias_errors = measure_bias_errors(self.float_graph(shape), self.quant(shape),
+                                                   by_shape[shape][:BC_SAMPLES])
+            self.quants.clear()
 
     def quant(self, shape: tuple[int, ...]) -> QuantResult:
         if shape not in self.quants:
-            self.quants[shape] = quantize_graph(self.float_graph(shape), self.table, self.method,
-                                                int16=self.plan.values)
+            res = quantize_graph(self.float_graph(shape), self.table, self.method,
+                                 int16=self.plan.values)
+            self.quants[shape] = apply_bias_errors(res, self.bias_errors)
         return self.quants[shape]
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -126,14 +137,16 @@ class OcrcInt8:
         return self.qdq[x.shape](x)
 
 
-def parse_setting(text: str) -> tuple[str, bool, str, float, bool]:
-    """METHOD[+eq][+int16[@DB]|+int16all][+gptq] -> (method, equalise, int16 spec, threshold,
-    gptq)."""
+def parse_setting(text: str) -> tuple[str, bool, str, float, bool, bool]:
+    """METHOD[+eq][+int16[@DB]|+int16all][+gptq][+bc][+bc] -> (method, equalise, int16 spec,
+    threshold, gptq, bias correction)."""
     method, *flags = text.split("+")
-    eq, int16, threshold, gptq = False, "none", DEFAULT_THRESHOLD, False
+    eq, int16, threshold, gptq, bc = False, "none", DEFAULT_THRESHOLD, False, False
     for f in flags:
         if f == "eq":
             eq = True
+        elif f == "bc":
+            bc = True
         elif f == "gptq":
             gptq = True
         elif f == "int16all":
@@ -144,8 +157,8 @@ def parse_setting(text: str) -> tuple[str, bool, str, float, bool]:
                 threshold = float(f.removeprefix("int16@"))
         else:
             raise SystemExit(f"--settings {text!r}: unknown flag {f!r} (eq, int16[@DB], "
-                             "int16all, gptq)")
-    return method, eq, int16, threshold, gptq
+                             "int16all, gptq, bc)")
+    return method, eq, int16, threshold, gptq, bc
 
 
 def evaluate(task_name: str, settings: list[str],
@@ -165,8 +178,8 @@ def evaluate(task_name: str, settings: list[str],
         ("ort quantize_static int8 QDQ, LSTM float", ort8, None)]
     mixed = []
     for text in settings:
-        method, eq, int16, threshold, gptq = parse_setting(text)
-        ocrc = OcrcInt8(task, method, eq, int16, threshold, gptq)
+        method, eq, int16, threshold, gptq, bc = parse_setting(text)
+        ocrc = OcrcInt8(task, method, eq, int16, threshold, gptq, bc)
         t0 = time.perf_counter()
         ocrc.calibrate(calib)
         t_cal = time.perf_counter() - t0
@@ -174,7 +187,8 @@ def evaluate(task_name: str, settings: list[str],
         ours = recognize(task, ocrc, (s.image for s in samples))
         t_run = (time.perf_counter() - t0) / len(samples)
         qdq = recognize(task, ocrc.qdq_recognizer, (s.image for s in samples))
-        label = f"{method}{', equalised' if eq else ''}{', GPTQ weights' if gptq else ''}"
+        label = (f"{method}{', equalised' if eq else ''}{', GPTQ weights' if gptq else ''}"
+                 f"{', bias-corrected' if bc else ''}")
         kind = "int8"
         if int16 != "none":
             p = ocrc.plan
@@ -212,13 +226,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     ap.add_argument("--settings", nargs="+", default=["minmax", "mse", "mse+eq"],
-                    metavar="METHOD[+eq][+int16[@DB]|+int16all][+gptq]",
+                    metavar="METHOD[+eq][+int16[@DB]|+int16all][+gptq][+bc]",
                     help="activation range methods to evaluate (minmax, percentile, entropy, "
                          "mse, auto), +eq for cross-layer equalisation first, +int16@DB for "
                          "mixed precision (int16 where the all-int8 single-mode SQNR is below "
                          "DB; default 30), +int16all for every activation in int16, +gptq for "
-                         "error-feedback (GPTQ) int8 weight rounding "
-                         "(default: minmax mse mse+eq)")
+                         "error-feedback (GPTQ) int8 weight rounding, +bc for empirical bias "
+                         "correction (default: minmax mse mse+eq)")
     ap.add_argument("--limit", type=int, help="evaluate only the first N images")
     ap.add_argument("--no-write", action="store_true", help="print only")
     args = ap.parse_args(argv)

@@ -109,6 +109,9 @@ def add_quant_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--quant-gptq", action="store_true",
                    help="round the int8 weights with error feedback (GPTQ) on calibration "
                         "data instead of to nearest")
+    g.add_argument("--quant-bias-correction", action="store_true",
+                   help="shift each conv/dense int32 bias by its output's mean error on "
+                        "calibration data (empirical bias correction)")
     g.add_argument("--quant-int16", default="none", metavar="auto|none|all|LAYER+LAYER",
                    help="mixed precision: keep int16 activations for the layers whose "
                         "single-mode SQNR is below --int16-threshold (auto), every layer (all) "
@@ -146,6 +149,7 @@ def quant_passes(graph: Graph, args: argparse.Namespace, ctx: PassContext) -> li
         ctx.options["quant_report"] = args.quant_report
     eq = ",equalize=true" if getattr(args, "quant_equalize", False) else ""
     eq += ",gptq=true" if getattr(args, "quant_gptq", False) else ""
+    eq += ",bias_correction=true" if getattr(args, "quant_bias_correction", False) else ""
     return build_pipeline(f"quantize{{method={args.quant_method}{eq}{_int16_options(args)}}}")
 
 

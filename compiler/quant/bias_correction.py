@@ -27,11 +27,26 @@ def _channel_mean(a: np.ndarray, axis: int) -> np.ndarray:
 
 def bias_correct(float_graph: Graph, qres: QuantResult,
                  data: Iterable[Mapping[str, np.ndarray]]) -> QuantResult:
-    """A new QuantResult whose MAC biases absorb the measured mean errors (in place of qres)."""
+    """qres with its MAC biases absorbing the measured mean errors (updated in place)."""
+    return apply_bias_errors(qres, measure_bias_errors(float_graph, qres, data))
+
+
+def _targets(qres: QuantResult) -> tuple[dict[Value, Node], dict[Value, str], dict[Value, str]]:
     qg = qres.graph
     macs = {n.outputs[0]: n for n in qg.nodes if n.op.name in ("qconv", "qdense")}
     fname = {qres.qvalue[k]: k for k in qres.qvalue}
     targets = {v: fname[v] for v in macs if v in fname and f"{fname[v]}.bias" in qres.weights}
+    return macs, fname, targets
+
+
+def measure_bias_errors(float_graph: Graph, qres: QuantResult,
+                        data: Iterable[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Per MAC layer (by float output name), the mean per-channel error float - int8 of its
+    output in real units, each layer fed the float model's inputs (single mode). The errors do
+    not depend on the input shape: measured on one shape, they correct the graphs of others
+    (`apply_bias_errors`)."""
+    qg = qres.graph
+    macs, fname, targets = _targets(qres)
     consts = {n.outputs[0]: n.attrs["value"] for n in qg.nodes if n.op.name == "const"}
     err: dict[str, np.ndarray] = {}
     count = 0
@@ -56,14 +71,24 @@ def bias_correct(float_graph: Graph, qres: QuantResult,
                 f = np.clip(f, *qp.real_range())
             e = _channel_mean(f - qp.dequantize(out), 1 if node.op.name == "qconv" else -1)
             err[name] = err.get(name, 0.0) + e
-    if count == 0:
+    return {k: e / count for k, e in err.items()}
+
+
+def apply_bias_errors(qres: QuantResult, errors: Mapping[str, np.ndarray]) -> QuantResult:
+    """qres (updated in place) with bias[c] += rint(error[c] / s_acc[c]) on every MAC layer
+    that `errors` names, clamped to the bias range."""
+    if not errors:
         return qres
+    qg = qres.graph
+    macs, _, targets = _targets(qres)
     new_bias: dict[Value, np.ndarray] = {}
     for v, name in targets.items():
+        if name not in errors:
+            continue
         node = macs[v]
         bq, acc_scale, axis = qres.weights[f"{name}.bias"]
         bound = BIAS_MAX if bq.dtype == np.int32 else qmath.WIDE_BIAS_MAX  # int64: wide acc
-        fixed = np.clip(bq + np.rint(err[name] / count / acc_scale), -bound, bound)
+        fixed = np.clip(bq + np.rint(errors[name] / acc_scale), -bound, bound)
         fixed = fixed.astype(bq.dtype)
         new_bias[node.inputs[2]] = fixed  # type: ignore[index]
         qres.weights[f"{name}.bias"] = (fixed, acc_scale, axis)
