@@ -68,7 +68,8 @@ def input_rows(site: Site, x: np.ndarray) -> np.ndarray:
 def input_grams(g: Graph, sites: Sequence[Site],
                 samples: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """X^T X of every site's inputs, by layer, in the reduction order of `sites.to_rows`:
-    [K, K], or [D, H, H] for an LSTM's R (per direction, from its hidden states Y). Grouped
+    [K, K], or [D, H, H] for an LSTM's R (per direction, from its hidden states Y; [D, k, k]
+    of V h for a factored R, whose site is U). Grouped
     convs are left out."""
     usable = [s for s in sites if not (s.kind == "conv" and s.node.attr("group") != 1)]
     by_value: dict[Value, list[Site]] = {}
@@ -83,6 +84,10 @@ def input_grams(g: Graph, sites: Sequence[Site],
             if s.kind == "lstm.r":  # Y [T, D, B, H]: h of each direction
                 h = np.moveaxis(a.astype(np.float64), 1, 0).reshape(a.shape[1], -1, a.shape[3])
                 gram = np.einsum("dnk,dnl->dkl", h, h)
+                rv = s.node.inputs[7] if len(s.node.inputs) > 7 else None
+                if rv is not None:  # a factored R: U's inputs are t = V h
+                    v = np.asarray(g.const_value(rv), np.float64)
+                    gram = np.einsum("djk,dkl,dml->djm", v, gram, v)
             else:
                 rows = input_rows(s, a.astype(np.float64))
                 gram = rows.T @ rows

@@ -224,3 +224,16 @@ def test_whitened_r_split_is_better_on_the_hidden_states() -> None:
         errs.append(sum(float(np.linalg.norm(interp.run(out, s)["logits"]
                                              - interp.run(g, s)["logits"])) for s in x))
     assert errs[1] < errs[0]
+
+
+def test_activation_pruning_of_a_factored_r_weighs_u_by_v_h() -> None:
+    from ocrc.compiler.compress.sites import weight_sites
+    from ocrc.compiler.compress.stats import input_grams
+    g, _ = _lowrank(tiny_crnn(), "lowrank{layers=lstm.R:4,multiple=1}")
+    site = next(s for s in weight_sites(g, ("lstm",)) if s.layer == "lstm.R")
+    gram = input_grams(g, [site], inputs(n=2))["lstm.R"]
+    assert gram.shape == (2, 4, 4)
+    ctx = PassContext(options={"calibration": inputs(n=2)})
+    out = run_passes(g, parse_pipeline("prune{sparsity=0.5,criterion=activation,ops=lstm}"), ctx)
+    u = out.const_value(_lstm(out).inputs[2])
+    assert u.shape == (2, 4 * HIDDEN, 4) and 0.4 < np.mean(u == 0) < 0.6
