@@ -1,8 +1,8 @@
 """Compact storage of a quantised graph's weights, and weight sharing.
 
 `storage_report` chooses, per int8 weight tensor of the quantised MAC ops (qconv, qdense,
-qlstm W and R, and V as NAME.RV when R is factored: then NAME.R is U), the smallest stream format of runtime/weightcodec.py and records what each
-step saved: dense int8 -> sparse format (bitmask / csr) -> codebook indices -> Huffman.
+qlstm W and R, and V as NAME.RV when R is factored: then NAME.R is U), the smallest stream
+format of runtime/weightcodec.py and records what each step saved: dense int8 -> sparse format (bitmask / csr) -> codebook indices -> Huffman.
 `kmeans_codebook` is the weight sharing of Deep Compression in the int8 domain: k centroids
 (0 is always one, so pruned weights stay zero and sparse formats apply), linear init, Lloyd
 iterations on the value histogram; `share-weights` (passes/share_weights.py) applies it.

@@ -1,8 +1,8 @@
 """Per-node multiply-accumulate and parameter counts (`ocrc inspect`, reports, cost models).
 
 MACs count the multiply-accumulates of an op's matrix products only (conv, conv_transpose,
-dense, matmul, and the gate matmuls of lstm, factored R included); elementwise work, pooling and activations count
-zero. Parameters are the elements of a node's constant float operands, except operands that
+dense, matmul, and the gate matmuls of lstm, a factored R's U (V h) included); elementwise
+work, pooling and activations count zero. Parameters are the elements of a node's constant float operands, except operands that
 are initial states (lstm initial_h / initial_c) rather than weights.
 """
 
