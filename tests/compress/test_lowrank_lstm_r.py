@@ -237,3 +237,9 @@ def test_activation_pruning_of_a_factored_r_weighs_u_by_v_h() -> None:
     out = run_passes(g, parse_pipeline("prune{sparsity=0.5,criterion=activation,ops=lstm}"), ctx)
     u = out.const_value(_lstm(out).inputs[2])
     assert u.shape == (2, 4 * HIDDEN, 4) and 0.4 < np.mean(u == 0) < 0.6
+
+
+def test_budget_counts_r() -> None:
+    _, rows = _lowrank(_single_lstm(hs=40), "lowrank{budget=0.6,ops=lstm,multiple=1}")
+    assert rows["rnn.R"].status == "split"
+    assert sum(r.macs_after for r in rows.values()) <= 0.6 * sum(r.macs for r in rows.values())
