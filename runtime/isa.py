@@ -11,142 +11,49 @@ descriptor tables (state for the verifier); code is ~1% of a program next to its
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import IntEnum
 
 import numpy as np
 from ocrc.runtime.errors import ISAEncodeError
-
-WORD_BITS = 64
-WORDS = 4
-INSN_BITS = WORD_BITS * WORDS
-OPCODE_BITS = 8
-SRAM_ADDR_BITS = 24  # target.MAX_SRAM_BYTES follows from this
-DRAM_ADDR_BITS = 32
-
-
-class Opcode(IntEnum):
-    HALT = 0
-    NOP = 1
-    LOAD = 2
-    LOADW = 3
-    STORE = 4
-    CONV = 5
-    MATMUL = 6
-    REQUANT = 7
-    RESCALE = 8
-    ADD = 9
-    MUL = 10
-    LUT = 11
-    POOL = 12
-    IADD = 13
-    IMUL = 14
-    COPY = 15
-    FILL = 16
-
-
-class Queue(IntEnum):
-    LOAD = 0
-    COMPUTE = 1
-    STORE = 2
-
-
-class Unit(IntEnum):
-    CTRL = 0
-    DMA = 1
-    MAC = 2
-    VECTOR = 3
-
-
-class DType(IntEnum):  # element types of SRAM operands; the value is log2(size in bytes)
-    I8 = 0
-    I16 = 1
-    I32 = 2
-
-
-class Comp(IntEnum):  # LOADW stream formats (layouts: runtime/weightcodec.py); csr: run-length
-    DENSE = 0
-    BITMASK = 1
-    CSR = 2
-
-
-class Book(IntEnum):  # LOADW values: raw int8, or indices into a codebook of 16 or 256 entries
-    NONE = 0
-    K16 = 1
-    K256 = 2
-
-
-class PoolMode(IntEnum):
-    MAX = 0
-    AVG = 1  # divide by the number of valid (non-padding) elements
-    AVG_PAD = 2  # divide by the kernel area (count_include_pad)
-
-
-class Sparse(IntEnum):  # how the MAC array treats one instruction's weights (cycles only)
-    DENSE = 0
-    ZERO_BLOCK = 1  # skip all-zero K-blocks of target.zero_block rows
-    TWO_FOUR = 2  # weights are 2:4 sparse along K: double rate (the VM checks it)
-
-
-ENUMS = (Queue, Unit, DType, Comp, Book, PoolMode, Sparse)
-
-
-@dataclass(frozen=True)
-class Field:
-    name: str
-    bits: int
-    doc: str
-    signed: bool = False
-    enum: type[IntEnum] | None = None
-
-    def range(self) -> tuple[int, int]:
-        if self.signed:
-            return -(1 << (self.bits - 1)), (1 << (self.bits - 1)) - 1
-        return 0, (1 << self.bits) - 1
-
-
-@dataclass(frozen=True)
-class Format:
-    opcode: Opcode
-    queue: Queue
-    unit: Unit
-    fields: tuple[Field, ...]
-    summary: str
-    semantics: str
-    cycles: str
-
-    @property
-    def mnemonic(self) -> str:
-        return self.opcode.name
-
-
-HEADER_FIELDS = (
-    Field("pop_prev", 1, "wait for and consume a token from the previous queue"),
-    Field("pop_next", 1, "wait for and consume a token from the next queue"),
-    Field("push_prev", 1, "send a token to the previous queue when done"),
-    Field("push_next", 1, "send a token to the next queue when done"),
+from ocrc.runtime.isa_defs import (  # noqa: F401 (re-exported: the ISA's one namespace)
+    WORD_BITS,
+    WORDS,
+    INSN_BITS,
+    OPCODE_BITS,
+    SRAM_ADDR_BITS,
+    DRAM_ADDR_BITS,
+    Opcode,
+    Queue,
+    Unit,
+    DType,
+    Comp,
+    Book,
+    PoolMode,
+    Sparse,
+    ENUMS,
+    Field,
+    Format,
+    HEADER_FIELDS,
+    _sa,
+    _dt,
+    _s8,
+    _s16,
 )
-
-
-def _sa(name: str, doc: str) -> Field:
-    return Field(name, SRAM_ADDR_BITS, f"SRAM byte address: {doc}")
-
-
-def _dt(name: str, doc: str) -> Field:
-    return Field(name, 2, doc, enum=DType)
-
-
-def _s8(name: str, doc: str) -> Field:
-    return Field(name, 8, doc, signed=True)
-
-
-def _s16(name: str, doc: str) -> Field:
-    return Field(name, 16, doc, signed=True)
-
 
 _MULT = "a Q31 multiplier mantissa (qmath.quantize_multiplier), < 2**31"
 _SHIFT = "right shift n of the multiplier, in [1, 62]"
 _CLAMP = (_s8("lo", "output clamp low (int8 range, fused relu/relu6)"),
           _s8("hi", "output clamp high"))
+# MAC results: int8 codes, or for out=i16 the high byte of the int16 clamp (relu and the full
+# range are exact; the backend adds a RESCALE for a finer int16 clamp)
+_MAC_CLAMP = (_s8("lo", "clamp low: int8 codes; out=i16: 256*lo"),
+              _s8("hi", "clamp high: int8 codes; out=i16: 256*hi + 255"))
+_MAC_OUT = "i8 / i16: requantised output; i32: raw accumulators (in_dt=i8 only)"
+_MAC_QP = "int32 bias[n], mult[n], shift[n]; in_dt=i16: int64 bias[n], int32 mult[n], shift[n]"
+_WIDE = """
+in_dt == i16 (target mac.int16): x is int16 with zx = 0, the accumulator is int64 (the wide
+accumulator, |acc| < 2**47), qp holds int64 bias[n] then int32 mult[n] (< 2**15), shift[n]
+(8-byte aligned), out is i8 or i16 and acc = 0 (docs/quantization.md §8)
+out == i16: the clamp is [256*lo, 256*hi + 255]; the result is stored as int16"""
 _STRIDED3 = "3-D strided byte copy"
 _DMA_FIELDS = (
     Field("dram", DRAM_ADDR_BITS, "DRAM byte address"), _sa("sram", "tile base"),
@@ -193,7 +100,7 @@ bad_stream unless the format accounts for exactly clen bytes and every entry is 
            _DMA_SEM.format(dst="DRAM", d="dram", src="SRAM", s="sram"), _DMA_CYC),
     Format(Opcode.CONV, Queue.COMPUTE, Unit.MAC, (
         _sa("src", "input tile, HWC, dense"), _sa("wgt", "weights [cout][kh][kw][cin/groups]"),
-        _sa("qp", "int32 bias[cout], mult[cout], shift[cout]"), _sa("dst", "output, HWC"),
+        _sa("qp", _MAC_QP.replace("[n]", "[cout]")), _sa("dst", "output, HWC"),
         Field("h", 12, "input height"), Field("w", 12, "input width"),
         Field("cin", 12, "input channels"), Field("cout", 12, "output channels"),
         Field("kh", 4, "kernel height"), Field("kw", 4, "kernel width"),
@@ -203,7 +110,7 @@ bad_stream unless the format accounts for exactly clen bytes and every entry is 
         Field("pl", 4, "pad left"), Field("pr", 4, "pad right"),
         Field("groups", 12, "groups (cin and cout divisible; groups == cin: depthwise)"),
         _s8("zx", "input zero point (the padding value)"), _s8("zy", "output zero point"),
-        *_CLAMP, _dt("out", "i8: requantised output; i32: raw accumulators"),
+        *_MAC_CLAMP, _dt("out", _MAC_OUT),
         Field("acc", 1, "1: add to the int32 accumulators at dst (out must be i32, no bias)"),
         _dt("in_dt", "input type: i8, or i16 (needs target mac.int16)"),
         Field("sparse", 2, "weight sparsity hint for the cycle model", enum=Sparse)),
@@ -217,17 +124,17 @@ for oy < ho, ox < wo, c < cout (g = c // ng):
                                      * (x(oy*sh - pt + ky*dh, ox*sw - pl + kx*dw, g*cg + ci) - zx)
     out == i32: SRAM_i32[dst + 4*((oy*wo + ox)*cout + c)] = acc   (int32, wraps)
     out == i8:  SRAM_i8[dst + (oy*wo + ox)*cout + c] = requantize(acc, mult[c], shift[c], zy, lo, hi)
-""", "groups * gemm_cycles(M=ho*wo, N=cout/groups, K=kh*kw*cin/groups) per the dataflow "
+""" + _WIDE + "\n", "groups * gemm_cycles(M=ho*wo, N=cout/groups, K=kh*kw*cin/groups) per the dataflow "
              "(docs/cycle-model.md); x int16_slowdown for i16 input"),
     Format(Opcode.MATMUL, Queue.COMPUTE, Unit.MAC, (
         _sa("a", "activations [m][k] (row stride a_rs)"),
         _sa("b", "weights [n][k], dense (k contiguous)"),
-        _sa("qp", "int32 bias[n], mult[n], shift[n]"), _sa("dst", "output [m][n] (row stride d_rs)"),
+        _sa("qp", _MAC_QP), _sa("dst", "output [m][n] (row stride d_rs)"),
         Field("m", 16, "rows of a"), Field("n", 16, "output columns"),
         Field("k", 16, "reduction length"), Field("a_rs", 24, "row stride of a in bytes"),
         Field("d_rs", 24, "row stride of dst in bytes"),
-        _s8("zx", "zero point of a"), _s8("zy", "output zero point"), *_CLAMP,
-        _dt("out", "i8: requantised output; i32: raw accumulators"),
+        _s8("zx", "zero point of a"), _s8("zy", "output zero point"), *_MAC_CLAMP,
+        _dt("out", _MAC_OUT),
         Field("acc", 1, "1: add to the int32 accumulators at dst (out must be i32, no bias)"),
         _dt("in_dt", "type of a: i8, or i16 (needs target mac.int16)"),
         Field("sparse", 2, "weight sparsity hint for the cycle model", enum=Sparse)),
@@ -238,7 +145,7 @@ for i < m, c < n:
     acc += sum_{j<k} SRAM_i8[b + c*k + j] * (SRAM_in[a + i*a_rs + j*size(in_dt)] - zx)
     out == i32: SRAM_i32[dst + i*d_rs + 4*c] = acc
     out == i8:  SRAM_i8[dst + i*d_rs + c] = requantize(acc, mult[c], shift[c], zy, lo, hi)
-""", "gemm_cycles(M=m, N=n, K=k) per the dataflow (docs/cycle-model.md); x int16_slowdown "
+""" + _WIDE + "\n", "gemm_cycles(M=m, N=n, K=k) per the dataflow (docs/cycle-model.md); x int16_slowdown "
              "for i16 input"),
     Format(Opcode.REQUANT, Queue.COMPUTE, Unit.VECTOR, (
         _sa("src", "int32 input"), _sa("dst", "output"), Field("count", 24, "elements"),
@@ -254,11 +161,13 @@ OUT[dst][i] = requantize(SRAM_i32[src][i] + bias[c], mult[c], shift[c], zy, lo, 
 """, _VEC_CYC),
     Format(Opcode.RESCALE, Queue.COMPUTE, Unit.VECTOR, (
         _sa("src", "input"), _sa("dst", "output"), Field("count", 24, "elements"),
-        _dt("in_dt", "input type"), _dt("out_dt", "output type (i8 or i16)"),
+        _dt("in_dt", "input type"),
+        _dt("out_dt", "output type: i8, i16, or i32 (then the clamp is the int32 range; lo = "
+                      "hi = 0)"),
         Field("mult", 31, _MULT), Field("shift", 6, _SHIFT),
         _s16("zx", "input zero point"), _s16("zy", "output zero point"),
         _s16("lo", "clamp low (within out_dt)"), _s16("hi", "clamp high (within out_dt)")),
-        "Scalar requantisation (scale/zero-point change, concat inputs, int16 -> int8).",
+        "Scalar requantisation (scale/zero-point change, concat inputs, int16 <-> int8).",
         "OUT[dst][i] = qmath.rescale_ref(IN[src][i], zx, mult, shift, zy, lo, hi)\n"
         "            = clamp(mrs(x - zx, mult, shift) + zy, lo, hi)", _VEC_CYC),
     Format(Opcode.ADD, Queue.COMPUTE, Unit.VECTOR, (
@@ -284,23 +193,32 @@ SRAM_i8[dst + i] = qmath.mul_ref(SRAM_i8[a + i], za, SRAM_i8[b + i mod b_period]
   y = clamp(mrs((xa - za)*(xb - zb), mult, shift) + zy, lo, hi)
 """, _VEC_CYC),
     Format(Opcode.LUT, Queue.COMPUTE, Unit.VECTOR, (
-        _sa("src", "int8 input"), _sa("dst", "output"), Field("count", 24, "elements"),
-        _sa("table", "tables x 256 entries of out_dt"), _dt("out_dt", "i8 or i16"),
-        Field("tables", 16, "element i uses table i mod tables (per channel); 0 means 1")),
-        "Table lookup (sigmoid, tanh, SiLU, ... of an int8 input).",
-        "OUT[dst][i] = TABLE[table + 256*(i mod max(tables, 1))][SRAM_i8[src + i] + 128]  "
-        "(qmath.lut_ref)", _VEC_CYC),
+        _sa("src", "input (in_dt)"), _sa("dst", "output"), Field("count", 24, "elements"),
+        _sa("table", "tables x 256 entries of out_dt (in_dt=i16: tables x 513 int16 entries)"),
+        _dt("out_dt", "i8 or i16"),
+        Field("tables", 16, "element i uses table i mod tables (per channel); 0 means 1"),
+        _dt("in_dt", "i8: direct lookup; i16: interpolated lookup")),
+        "Table lookup (sigmoid, tanh, SiLU, ... of an int8 or int16 input).",
+        """
+k = i mod max(tables, 1)
+in_dt == i8:  OUT[dst][i] = T[table + 256*k][SRAM_i8[src + i] + 128]          (qmath.lut_ref)
+in_dt == i16: T16 = SRAM_i16[table + 2*513*k ...] (513 entries; the results are in out_dt)
+              u = SRAM_i16[src + 2*i] + 32768;  j = u >> 7;  f = u & 127
+              OUT[dst][i] = T16[j] + mrs((T16[j+1] - T16[j]) * f, 1, 7)      (qmath.lut16_ref)
+""", _VEC_CYC),
     Format(Opcode.POOL, Queue.COMPUTE, Unit.VECTOR, (
-        _sa("src", "int8 input, HWC"), _sa("dst", "int8 output, HWC"),
+        _sa("src", "input (in_dt), HWC"), _sa("dst", "output (out_dt), HWC"),
         _sa("qp", "avg: int32 mult[kh*kw+1], shift[kh*kw+1] indexed by the count"),
         Field("h", 12, "input height"), Field("w", 12, "input width"),
         Field("c", 12, "channels"), Field("kh", 8, "window height"),
         Field("kw", 8, "window width"), Field("sh", 4, "stride y"), Field("sw", 4, "stride x"),
         Field("pt", 4, "pad top"), Field("pb", 4, "pad bottom"),
         Field("pl", 4, "pad left"), Field("pr", 4, "pad right"),
-        _s8("zx", "input zero point"), _s8("zy", "output zero point"), *_CLAMP,
-        Field("mode", 2, "max, avg or avg_pad", enum=PoolMode)),
-        "Max or average pooling on an int8 HWC tile.",
+        _s8("zx", "input zero point"), _s8("zy", "output zero point"),
+        _s16("lo", "clamp low (within out_dt)"), _s16("hi", "clamp high (within out_dt)"),
+        Field("mode", 2, "max, avg or avg_pad", enum=PoolMode),
+        _dt("in_dt", "i8 or i16"), _dt("out_dt", "i8 or i16 (max: in_dt)")),
+        "Max or average pooling on an int8 or int16 HWC tile.",
         """
 ho = (h + pt + pb - kh) // sh + 1;  wo likewise;  window = the valid (non-padding) inputs
 max:     y = clamp(max(window), lo, hi)                  (padding never wins)

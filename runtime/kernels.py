@@ -46,7 +46,7 @@ STATUS_TEXT = {
 
 # The runtime's files whose code or constants jitted code compiles in (register_jitable
 # helpers, C_* columns, P_* parameters, callees in other files).
-_JIT_SOURCES = ("isa.py", "target.py", "qmath.py", "cycles.py", "kernels.py", "kernels_vec.py",
+_JIT_SOURCES = ("isa.py", "isa_defs.py", "target.py", "qmath.py", "cycles.py", "kernels.py", "kernels_vec.py",
                 "kernels_weights.py", "vm.py")
 
 
@@ -123,7 +123,9 @@ def dma(src, dst, f, to_sram):  # type: ignore[no-untyped-def]
 #   added in int32, where |total| <= 65535 * 2**14 < 2**31 (verify.MAX_K, the 16-bit k field).
 #   This assumes a BLAS that computes sums of the products at float32 (OpenBLAS, MKL, BLIS do:
 #   no Strassen-like algorithms, no reduced-precision modes unless asked for).
-# int16 activations (|x*w| <= 2**22) keep the integer loop: they are rare and small (LSTM).
+# int16 activations (the wide accumulator): |x*w| <= 2**22, so float64 sums of up to 2**31
+# products are exact integers (float64 holds every integer up to 2**53; same induction); large
+# products go through dgemm, small ones through the int64 loop.
 F32_MAX_K = 1024
 # The integer loop below these sizes: there it is as fast as sgemm (python -m
 # benchmarks.vm_speed --sweep; AVX2 and AVX-512 OpenBLAS kernels), e.g. M = 20 rows (LSTM
@@ -171,6 +173,21 @@ def _dot_f32(xf, wf, out):  # type: ignore[no-untyped-def]
             for j in range(n_):
                 v = np.int32(r[i, j])
                 out[i, j] = v if c == 0 else out[i, j] + v
+
+
+@njit(cache=True)
+def _dot_wide(x, w, out):  # type: ignore[no-untyped-def]
+    """out[m, n] = sum_k x[m, k] * w[n, k] for int16 x and int8 w, exact in int64 (through
+    float64 dgemm when large, see above)."""
+    m_, k_ = x.shape
+    n_ = w.shape[0]
+    if not use_blas(m_, n_, k_):
+        _dot_i64(x, w, out)
+        return
+    r = np.dot(x.astype(np.float64), w.astype(np.float64).T)
+    for i in range(m_):
+        for j in range(n_):
+            out[i, j] = np.int64(r[i, j])
 
 
 @njit(cache=True)
@@ -226,30 +243,67 @@ def _zsum(w, zx, wf):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True)
+def _out_form(f):  # type: ignore[no-untyped-def]
+    """(element size of the result, clamp lo, clamp hi) of a CONV/MATMUL: out=i16 clamps to
+    [256*lo, 256*hi + 255] (isa.py)."""
+    out = f[isa.C_OUT]
+    if out == DType.I32:
+        return 4, f[isa.C_LO], f[isa.C_HI]
+    if out == DType.I16:
+        return 2, f[isa.C_LO] * 256, f[isa.C_HI] * 256 + 255
+    return 1, f[isa.C_LO], f[isa.C_HI]
+
+
+@njit(cache=True)
+def _qp_terms(sram, q, nq, c, wide):  # type: ignore[no-untyped-def]
+    """(bias, mult, shift) of channel c of the qp block at int32 index q of nq channels: int32
+    bias, mult, shift; wide (in_dt=i16): int64 bias, then int32 mult, shift. Shifts are clamped
+    to [1, 62]."""
+    s32 = sram.view(np.int32)
+    if wide:
+        bias = np.int64(sram.view(np.int64)[q // 2 + c])
+        qm = q + 2 * nq
+    else:
+        bias = np.int64(s32[q + c])
+        qm = q + nq
+    return bias, np.int64(s32[qm + c]), min(max(np.int64(s32[qm + nq + c]), 1), 62)
+
+
+@njit(cache=True)
+def _store_out(sram, i, osz, v):  # type: ignore[no-untyped-def]
+    """Store an in-range result v as element i (int8 or int16) of the byte-addressed SRAM."""
+    if osz == 2:
+        sram.view(np.int16)[U(i // 2)] = np.int16(v)
+    else:
+        sram.view(np.int8)[U(i)] = np.int8(v)
+
+
+@njit(cache=True)
 def _write_out(sram, f, dot, corr, q, nq, c0, dst, row_stride, out_i32, accum):
     """acc = (accum ? SRAM_i32 : bias) + dot - corr (zx * sum(w), or 0 when x - zx went into
-    the dot); store int32 or requantised int8. q: int32 index of the qp block (bias, mult,
-    shift of nq channels); dst/row_stride in bytes; columns c0.. of a row. The per-column terms
-    are read once up front (int64 sums are exact, the order of the additions is free) unless
-    the output overlaps the qp block: then each element reads them when it is written."""
+    the dot); store int32 or requantised int8/int16. q: int32 index of the qp block (bias, mult,
+    shift of nq channels; int64 biases when in_dt=i16); dst/row_stride in bytes; columns c0.. of
+    a row. The per-column terms are read once up front (int64 sums are exact, the order of the
+    additions is free) unless the output overlaps the qp block: then each element reads them
+    when it is written."""
     s32 = sram.view(np.int32)
+    wide = f[isa.C_IN_DT] == DType.I16
     nn = dot.shape[1]
-    osz = 4 if out_i32 else 1
+    osz, lo, hi = _out_form(f)
     lo_b = dst + c0 * osz
     hi_b = dst + (dot.shape[0] - 1) * row_stride + (c0 + nn) * osz
-    if lo_b < 4 * (q + 3 * nq) and 4 * q < hi_b:
+    if lo_b < 4 * (q + (4 if wide else 3) * nq) and 4 * q < hi_b:
         _write_out_inorder(sram, f, dot, corr, q, nq, c0, dst, row_stride, out_i32, accum)
         return
-    zy, lo, hi = f[isa.C_ZY], f[isa.C_LO], f[isa.C_HI]
+    zy = f[isa.C_ZY]
     off = np.empty(nn, np.int64)
     m64 = np.empty(nn, np.int64)
     n64 = np.empty(nn, np.int64)
     for j in range(nn):
-        c = c0 + j
-        off[j] = (0 if accum else np.int64(s32[q + c])) - corr[j]
-        m64[j] = s32[q + nq + c]
-        n64[j] = min(max(np.int64(s32[q + 2 * nq + c]), 1), 62)
+        bias, m64[j], n64[j] = _qp_terms(sram, q, nq, c0 + j, wide)
+        off[j] = (0 if accum else bias) - corr[j]
     s8 = sram.view(np.int8)
+    s16 = sram.view(np.int16)
     for p in range(dot.shape[0]):
         if out_i32:
             b = (dst + p * row_stride) // 4 + c0
@@ -258,6 +312,11 @@ def _write_out(sram, f, dot, corr, q, nq, c0, dst, row_stride, out_i32, accum):
                 if accum:
                     v += np.int64(s32[U(b + j)])
                 s32[U(b + j)] = np.int32(((v + 0x80000000) & 0xFFFFFFFF) - 0x80000000)  # wrap
+        elif osz == 2:
+            b = (dst + p * row_stride) // 2 + c0
+            for j in range(nn):
+                s16[U(b + j)] = np.int16(requantize(np.int64(dot[p, j]) + off[j], m64[j],
+                                                    n64[j], zy, lo, hi))
         else:
             b = dst + p * row_stride + c0
             for j in range(nn):
@@ -268,22 +327,22 @@ def _write_out(sram, f, dot, corr, q, nq, c0, dst, row_stride, out_i32, accum):
 @njit(cache=True)
 def _write_out_inorder(sram, f, dot, corr, q, nq, c0, dst, row_stride, out_i32, accum):
     """_write_out element by element, reading bias/mult/shift as each element is written."""
-    s8 = sram.view(np.int8)
     s32 = sram.view(np.int32)
-    zy, lo, hi = f[isa.C_ZY], f[isa.C_LO], f[isa.C_HI]
+    wide = f[isa.C_IN_DT] == DType.I16
+    osz, lo, hi = _out_form(f)
+    zy = f[isa.C_ZY]
     for p in range(dot.shape[0]):
         for j in range(dot.shape[1]):
             c = c0 + j
             v = np.int64(dot[p, j]) - corr[j]
             if out_i32:
                 i = (dst + p * row_stride) // 4 + c
-                v += np.int64(s32[i]) if accum else np.int64(s32[q + c])
+                v += np.int64(s32[i]) if accum else _qp_terms(sram, q, nq, c, wide)[0]
                 s32[i] = np.int32(((v + 0x80000000) & 0xFFFFFFFF) - 0x80000000)
             else:
-                v += np.int64(s32[q + c])
-                n = min(max(np.int64(s32[q + 2 * nq + c]), 1), 62)
-                s8[dst + p * row_stride + c] = np.int8(
-                    requantize(v, np.int64(s32[q + nq + c]), n, zy, lo, hi))
+                bias, mult, n = _qp_terms(sram, q, nq, c, wide)
+                _store_out(sram, dst + p * row_stride + c * osz, osz,
+                           requantize(v + bias, mult, n, zy, lo, hi))
 
 
 @njit(cache=True)
@@ -319,7 +378,7 @@ def conv(sram, f, p):  # type: ignore[no-untyped-def]
     m = ho * wo
     src, zx, q = f[isa.C_SRC], f[isa.C_ZX], f[isa.C_QP] // 4
     out_i32, accum = f[isa.C_OUT] == DType.I32, f[isa.C_ACC] != 0
-    row = cout * (4 if out_i32 else 1)
+    row = cout * _out_form(f)[0]
     i16 = f[isa.C_IN_DT] == DType.I16
     blas = not i16 and use_blas(m, ng, kg)
     # int8 input: float32 copies for sgemm, or x - zx as int16; int16 input: raw x, int64 sums
@@ -337,7 +396,7 @@ def conv(sram, f, p):  # type: ignore[no-untyped-def]
             corr = _zsum(wg, zx, wf)
             _im2col(s16[src // 2:src // 2 + h * w * cin], h, w, cin, g * cg, cg, kh, kw, sh, sw,
                     dh, dw, pt, pl, ho, wo, zx, 0, col16)
-            _dot_i64(col16, wg, dot64)
+            _dot_wide(col16, wg, dot64)
             _write_out(sram, f, dot64, corr, q, cout, g * ng, f[isa.C_DST], row, out_i32, accum)
         else:
             xin = s8[src:src + h * w * cin]
@@ -375,7 +434,7 @@ def matmul(sram, f, p):  # type: ignore[no-untyped-def]
             x16[i, :] = s16[b:b + k]
         corr = _zsum(wb, zx, np.empty((0, 0), np.float32))
         dot = np.empty((m, n), np.int64)
-        _dot_i64(x16, wb, dot)
+        _dot_wide(x16, wb, dot)
         _write_out(sram, f, dot, corr, q, n, 0, f[isa.C_DST], f[isa.C_D_RS], out_i32, accum)
     else:
         dot32 = np.empty((m, n), np.int32)

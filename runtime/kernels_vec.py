@@ -16,10 +16,12 @@ from ocrc.runtime.cycles import conv_out
 from ocrc.runtime.isa import Opcode, PoolMode
 from ocrc.runtime.kernels import U, copy_bytes, drop_stale_cache
 from ocrc.runtime.qmath import (
+    LUT16_SIZE,
     add16_ref,
     add_ref,
     add_shift_ref,
     clamp,
+    lut16_ref,
     lut_ref,
     mul16_ref,
     mul_ref,
@@ -81,14 +83,17 @@ def _qp(sram, qp, n):  # type: ignore[no-untyped-def]
 
 @njit(cache=True)
 def _pool(sram, f):  # type: ignore[no-untyped-def]
-    s8 = sram.view(np.int8)
     h, w, c, kh, kw = f[isa.C_H], f[isa.C_W], f[isa.C_C], f[isa.C_KH], f[isa.C_KW]
     sh, sw, pt, pl = f[isa.C_SH], f[isa.C_SW], f[isa.C_PT], f[isa.C_PL]
     ho = conv_out(h, pt, f[isa.C_PB], kh, sh, 1)
     wo = conv_out(w, pl, f[isa.C_PR], kw, sw, 1)
-    src, dst, mode = f[isa.C_SRC], f[isa.C_DST], f[isa.C_MODE]
+    mode = f[isa.C_MODE]
     zx, zy, lo, hi = f[isa.C_ZX], f[isa.C_ZY], f[isa.C_LO], f[isa.C_HI]
     area = kh * kw
+    in_dt, out_dt = f[isa.C_IN_DT], f[isa.C_OUT_DT]
+    ie = 1 << in_dt
+    x = ld(sram, f[isa.C_SRC], h * w * c, in_dt)
+    y = np.empty(ho * wo * c, np.int64)
     if mode != PoolMode.MAX:
         q = f[isa.C_QP] // 4
         s32 = sram.view(np.int32)
@@ -98,7 +103,7 @@ def _pool(sram, f):  # type: ignore[no-untyped-def]
     acc = np.empty(c, np.int64)
     for oy in range(ho):
         for ox in range(wo):
-            acc[:] = -128 if mode == PoolMode.MAX else 0
+            acc[:] = (-128 if ie == 1 else -32768) if mode == PoolMode.MAX else 0
             cnt = 0
             for ky in range(kh):
                 iy = oy * sh - pt + ky
@@ -109,22 +114,23 @@ def _pool(sram, f):  # type: ignore[no-untyped-def]
                     if ix < 0 or ix >= w:
                         continue
                     cnt += 1
-                    b = src + (iy * w + ix) * c
+                    b = (iy * w + ix) * c
                     if mode == PoolMode.MAX:
                         for ch in range(c):
-                            acc[ch] = max(acc[ch], np.int64(s8[U(b + ch)]))
+                            acc[ch] = max(acc[ch], x[U(b + ch)])
                     else:
                         for ch in range(c):
-                            acc[ch] += np.int64(s8[U(b + ch)]) - zx
+                            acc[ch] += x[U(b + ch)] - zx
             if mode == PoolMode.AVG_PAD:
                 cnt = area
-            o = dst + (oy * wo + ox) * c
+            o = (oy * wo + ox) * c
             for ch in range(c):
                 if mode == PoolMode.MAX:
-                    y = clamp(acc[ch], lo, hi)
+                    v = clamp(acc[ch], lo, hi)
                 else:
-                    y = clamp(mul_round_shift(acc[ch], mult[cnt], shift[cnt]) + zy, lo, hi)
-                s8[U(o + ch)] = np.int8(y)
+                    v = clamp(mul_round_shift(acc[ch], mult[cnt], shift[cnt]) + zy, lo, hi)
+                y[U(o + ch)] = v
+    st(sram, f[isa.C_DST], y, out_dt)
 
 
 @njit(cache=True)
@@ -146,19 +152,20 @@ def _copy(sram, f):  # type: ignore[no-untyped-def]
 
 @njit(cache=True)
 def _lut(sram, f):  # type: ignore[no-untyped-def]
-    cnt, dst, out_dt = f[isa.C_COUNT], f[isa.C_DST], f[isa.C_OUT_DT]
+    cnt, out_dt = f[isa.C_COUNT], f[isa.C_OUT_DT]
     nt = max(f[isa.C_TABLES], 1)
-    table = ld(sram, f[isa.C_TABLE], 256 * nt, out_dt)
-    x = ld(sram, f[isa.C_SRC], cnt, 0)
-    if out_dt == 0:
-        o8 = sram.view(np.int8)
+    y = np.empty(cnt, np.int64)
+    if f[isa.C_IN_DT] == 1:  # int16 input: 513-entry int16 tables, interpolated
+        table = ld(sram, f[isa.C_TABLE], LUT16_SIZE * nt, 1)
+        x = ld(sram, f[isa.C_SRC], cnt, 1)
         for i in range(cnt):
-            o8[U(dst + i)] = lut_ref(x[i], table[256 * (i % nt):])
+            y[i] = lut16_ref(x[i], table[LUT16_SIZE * (i % nt):])
     else:
-        o16 = sram.view(np.int16)
-        b = dst // 2
+        table = ld(sram, f[isa.C_TABLE], 256 * nt, out_dt)
+        x = ld(sram, f[isa.C_SRC], cnt, 0)
         for i in range(cnt):
-            o16[U(b + i)] = lut_ref(x[i], table[256 * (i % nt):])
+            y[i] = lut_ref(x[i], table[256 * (i % nt):])
+    st(sram, f[isa.C_DST], y, out_dt)
 
 
 @njit(cache=True)
@@ -218,6 +225,8 @@ def vector(sram, f):  # type: ignore[no-untyped-def]
         x = ld(sram, f[isa.C_SRC], cnt, f[isa.C_IN_DT])
         zx, mult, shift = f[isa.C_ZX], f[isa.C_MULT], f[isa.C_SHIFT]
         zy, lo, hi = f[isa.C_ZY], f[isa.C_LO], f[isa.C_HI]
+        if f[isa.C_OUT_DT] == 2:
+            lo, hi = -(2**31), 2**31 - 1
         for i in range(cnt):
             x[i] = rescale_ref(x[i], zx, mult, shift, zy, lo, hi)
         st(sram, f[isa.C_DST], x, f[isa.C_OUT_DT])

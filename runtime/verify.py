@@ -18,6 +18,7 @@ from ocrc.runtime.errors import ISAEncodeError, ProgramError
 from ocrc.runtime.isa import COL, FORMATS, Book, Comp, DType, Opcode, PoolMode, Queue, Sparse
 from ocrc.runtime.kernels_weights import stream_bounds
 from ocrc.runtime.program import Program
+from ocrc.runtime.qmath import LUT16_SIZE
 from ocrc.runtime.target import Target
 
 MAX_K = 65535  # keeps the int32 sums of int8 products exact (kernels.py)
@@ -141,11 +142,14 @@ def _check_loadw(c: _Insn) -> None:
     c.span("sram", c["count"])
 
 
-def _check_mac_common(c: _Insn) -> None:
-    c.one_of("out", (DType.I8, DType.I32))
+def _check_mac_common(c: _Insn) -> int:
+    """The checks CONV and MATMUL share; returns the qp block's bytes per channel."""
+    c.one_of("out", (DType.I8, DType.I16, DType.I32))
     c.one_of("in_dt", (DType.I8, DType.I16))
     if c["in_dt"] == DType.I16 and not c.target.int16:
         c.fail("in_dt", f"target '{c.target.name}' has no int16 MAC mode")
+    if c["in_dt"] == DType.I16 and c["out"] == DType.I32:
+        c.fail("out", "the wide (in_dt=i16) accumulator has no int32 form: out must be i8/i16")
     if c["acc"] and c["out"] != DType.I32:
         c.fail("acc", "accumulation needs out=i32")
     if c["lo"] > c["hi"]:
@@ -155,11 +159,12 @@ def _check_mac_common(c: _Insn) -> None:
         c.fail("sparse", f"target '{c.target.name}' has no 2:4 mode")
     if c["sparse"] == Sparse.ZERO_BLOCK and not c.target.zero_block:
         c.fail("sparse", f"target '{c.target.name}' has no zero-block skipping")
+    return 16 if c["in_dt"] == DType.I16 else 12
 
 
 def _check_conv(c: _Insn) -> int:
     c.ge("h", "w", "cin", "cout", "kh", "kw", "sh", "sw", "dh", "dw", "groups")
-    _check_mac_common(c)
+    qpe = _check_mac_common(c)
     g = c["groups"]
     for n in ("cin", "cout"):
         if c[n] % g:
@@ -174,20 +179,20 @@ def _check_conv(c: _Insn) -> int:
     ie, oe = esize(c["in_dt"]), esize(c["out"])
     c.span("src", c["h"] * c["w"] * c["cin"] * ie, align=ie)
     c.span("wgt", c["cout"] * kg)
-    c.span("qp", 12 * c["cout"], align=4)
+    c.span("qp", qpe * c["cout"], align=8 if qpe == 16 else 4)
     c.span("dst", ho * wo * c["cout"] * oe, align=oe)
     return ho * wo * c["cout"] * kg
 
 
 def _check_matmul(c: _Insn) -> int:
     c.ge("m", "n", "k")
-    _check_mac_common(c)
+    qpe = _check_mac_common(c)
     ie, oe = esize(c["in_dt"]), esize(c["out"])
     if c["m"] > 1 and c["d_rs"] < c["n"] * oe:
         c.fail("d_rs", f"output rows overlap (d_rs < n*{oe})")
     c.span("a", (c["m"] - 1) * c["a_rs"] + c["k"] * ie, align=ie, strides=("a_rs",))
     c.span("b", c["n"] * c["k"])
-    c.span("qp", 12 * c["n"], align=4)
+    c.span("qp", qpe * c["n"], align=8 if qpe == 16 else 4)
     c.span("dst", (c["m"] - 1) * c["d_rs"] + c["n"] * oe, align=oe, strides=("d_rs",))
     return c["m"] * c["n"] * c["k"]
 
@@ -217,13 +222,18 @@ def _check_eltwise(c: _Insn, op: Opcode) -> None:
 def _check_pool(c: _Insn) -> None:
     c.ge("h", "w", "c", "kh", "kw", "sh", "sw")
     c.one_of("mode", tuple(PoolMode))
-    c.clamp_ok(DType.I8)
+    c.one_of("in_dt", (DType.I8, DType.I16))
+    c.one_of("out_dt", (DType.I8, DType.I16))
+    if c["mode"] == PoolMode.MAX and c["out_dt"] != c["in_dt"]:
+        c.fail("out_dt", "max pooling keeps the input type: out_dt must equal in_dt")
+    c.clamp_ok(c["out_dt"])
+    ie, oe = esize(c["in_dt"]), esize(c["out_dt"])
     ho = conv_out(c["h"], c["pt"], c["pb"], c["kh"], c["sh"], 1)
     wo = conv_out(c["w"], c["pl"], c["pr"], c["kw"], c["sw"], 1)
     if ho < 1 or wo < 1:
         c.fail("h" if ho < 1 else "w", f"the output is empty ({ho}x{wo})")
-    c.span("src", c["h"] * c["w"] * c["c"])
-    c.span("dst", ho * wo * c["c"])
+    c.span("src", c["h"] * c["w"] * c["c"] * ie, align=ie)
+    c.span("dst", ho * wo * c["c"] * oe, align=oe)
     if c["mode"] != PoolMode.MAX:
         c.span("qp", 8 * (c["kh"] * c["kw"] + 1), align=4)
 
@@ -256,8 +266,12 @@ def _check_vector(c: _Insn, op: Opcode) -> None:
     elif op is Opcode.RESCALE:
         c.ge("count")
         c.one_of("in_dt", tuple(DType))
-        c.one_of("out_dt", (DType.I8, DType.I16))
-        c.clamp_ok(c["out_dt"])
+        c.one_of("out_dt", tuple(DType))
+        if c["out_dt"] == DType.I32:
+            if c["lo"] or c["hi"]:
+                c.fail("lo", "out_dt=i32 clamps to the int32 range: lo and hi must be 0")
+        else:
+            c.clamp_ok(c["out_dt"])
         c.shift_ok("shift")
         c.span("src", c["count"] * esize(c["in_dt"]), align=esize(c["in_dt"]))
         c.span("dst", c["count"] * esize(c["out_dt"]), align=esize(c["out_dt"]))
@@ -266,9 +280,13 @@ def _check_vector(c: _Insn, op: Opcode) -> None:
     elif op is Opcode.LUT:
         c.ge("count")
         c.one_of("out_dt", (DType.I8, DType.I16))
-        e = esize(c["out_dt"])
-        c.span("src", c["count"])
-        c.span("table", 256 * e * max(c["tables"], 1), align=e)
+        c.one_of("in_dt", (DType.I8, DType.I16))
+        e, ie = esize(c["out_dt"]), esize(c["in_dt"])
+        c.span("src", c["count"] * ie, align=ie)
+        if c["in_dt"] == DType.I16:  # 513-entry int16 tables (qmath.LUT16_SIZE)
+            c.span("table", 2 * LUT16_SIZE * max(c["tables"], 1), align=2)
+        else:
+            c.span("table", 256 * e * max(c["tables"], 1), align=e)
         c.span("dst", c["count"] * e, align=e)
     elif op is Opcode.POOL:
         _check_pool(c)

@@ -98,10 +98,18 @@ def test_matmul_strided_accumulate_and_int16() -> None:
     a16 = rng.integers(-30000, 30000, (m, k)).astype(np.int16)
     for i in range(m):
         img.put(i * 128, a16[i])
-    f.update(a_rs=128)
-    out, stats = run_single(Opcode.MATMUL, img.b, out=DType.I32, in_dt=DType.I16, **f)
-    got = np.stack([Image.get(out, 8192 + i * 96, n, np.int32) for i in range(m)])
-    assert np.array_equal(got, bias + (a16.astype(np.int64) + 7) @ w.T.astype(np.int64))
+    # in_dt=i16: the wide accumulator, int64 bias + int32 mult (15-bit) and shift, int16 out
+    bias64 = rng.integers(-2**40, 2**40, n)
+    mult15 = rng.integers(2**14, 2**15, n).astype(np.int32)
+    shift_w = rng.integers(20, 40, n).astype(np.int32)
+    img.put(4096, bias64.astype(np.int64))
+    img.put(4096 + 8 * n, np.concatenate([mult15, shift_w]))
+    f.update(a_rs=128, zx=0)
+    out, stats = run_single(Opcode.MATMUL, img.b, out=DType.I16, in_dt=DType.I16, lo=-128,
+                            hi=127, **f)
+    got = np.stack([Image.get(out, 8192 + i * 96, n, np.int16) for i in range(m)])
+    want = q.dense_ref(a16, w, bias64, mult15, shift_w, 0, 0, -32768, 32767)
+    assert np.array_equal(got, want)
     assert _cycles_of(stats) == 4 * gemm_cycles(m, n, k, 32, 32, 0, 0)  # int16_rate 0.25
 
 
