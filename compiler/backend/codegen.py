@@ -21,6 +21,7 @@ from ocrc.compiler.backend.memory import MemoryPlan, build_kernels, plan_dram, p
 from ocrc.compiler.backend.schedule import assign_tokens
 from ocrc.compiler.backend.tiling import Tiler, Tiling, emitter_of
 from ocrc.compiler.backend.weights import WeightPlanner
+from ocrc.compiler.errors import UnsupportedOpError
 from ocrc.compiler.ir.graph import Graph
 from ocrc.runtime.builder import ProgramBuilder
 from ocrc.runtime.program import Program
@@ -44,12 +45,25 @@ class CompileResult:
         return sum(s.nbytes for s in self.plan.storages if s.kind == "temp" and s.home == "sram")
 
 
+def _check_int16(g: Graph, target: Target) -> None:
+    """int16 activations (docs/quantization.md §8) need the target's int16 MAC mode."""
+    if target.int16:
+        return
+    for n in g.nodes:
+        if n.op.name not in ("const", "npu.lstm") and any(v.type.dtype.value == "i16"
+                                                          for v in n.outputs):
+            raise UnsupportedOpError(f"{n.label()}: int16 activations need a target with "
+                                     f"mac.int16; '{target.name}' has none (quantise with "
+                                     "--quant-int16 none)")
+
+
 def compile_program(qgraph: Graph, target: Target, name: str = "model",
                     sparse_weights: bool = True) -> CompileResult:
     """Compile a quantised graph for `target`. Raises UnsupportedOpError / WorkspaceError
     (both OcrcError) for what the NPU cannot run. sparse_weights=False stores every weight
     block dense and runs the MAC array dense (the baseline of benchmarks/sparse_weights.py)."""
     lowered = lower(qgraph)
+    _check_int16(lowered, target)
     name_boundary(lowered)
     plan = build_kernels(lowered)
     b = ProgramBuilder(target)
@@ -70,8 +84,9 @@ def compile_program(qgraph: Graph, target: Target, name: str = "model",
         s = plan.of[v]
         x = qn.inputs[0]
         assert x is not None
-        d = b.input(x.name, v.type.shape, "int8", qn.attr("scale"), qn.attr("zp"),
-                    L.byte_strides(v.type.shape, plan.layout[v], 1))
+        item = v.type.dtype.np.itemsize
+        d = b.input(x.name, v.type.shape, {1: "int8", 2: "int16"}[item], qn.attr("scale"),
+                    qn.attr("zp"), L.byte_strides(v.type.shape, plan.layout[v], item))
         s.addr = d.addr
     for v, dq in plan.outputs:
         s = plan.of[v]

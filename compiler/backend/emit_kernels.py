@@ -12,114 +12,28 @@ from typing import Any
 import numpy as np
 from ocrc.compiler.backend import layout as L
 from ocrc.compiler.backend.emit import KernelEmitter, View
+from ocrc.compiler.backend.emit_tail import (  # noqa: F401 (Misfit: the tiler's name for it)
+    Misfit,
+    TailMixin,
+    dt,
+    identity_rescale,
+    item,
+)
 from ocrc.compiler.backend.moves import CopyEmitter
 from ocrc.compiler.backend.schedule import SRAM
 from ocrc.compiler.backend.weights import MacWeights
 from ocrc.compiler.errors import UnsupportedOpError
 from ocrc.compiler.ir.graph import Node, Value
+from ocrc.runtime import qmath
 from ocrc.runtime.isa import DType, Opcode, PoolMode
 
 
-class Misfit(Exception):
-    """A candidate tiling the kernel cannot use (e.g. a broadcast operand misaligned)."""
-
-
-def identity_rescale(zx: int, zy: int, mult: int, shift: int) -> bool:
-    return zx == zy and mult == 1 << 30 and shift == 30
-
-
-class TailMixin(KernelEmitter):
-    """The fused elementwise ops of a kernel, applied to a dense tile [rows][cb] of the
-    output view in SRAM."""
-
-    def prepare_tail(self, nodes: list[Node], out: View, rows: int, cb: int) -> None:
-        self._tail: list[tuple[Node, Any]] = []
-        for n in nodes:
-            aux: Any = None
-            if n.op.name == "npu.lut":
-                table = self.ctx.array(n.inputs[1])
-                if table.ndim == 2 and out.c > 1:  # per-channel: each tile loads its block
-                    aux = (self.const(f"{n.output.name}.table", table),
-                           [self.alloc(cb * 256) for _ in range(2)])
-                else:
-                    aux = self.load_const(f"{n.output.name}.table", table)
-            elif n.op.name in ("npu.add", "npu.mul"):
-                b = n.inputs[1]
-                assert b is not None
-                if b.type.shape == n.output.type.shape:
-                    bv = self.ctx.view(b, out.c)
-                    bufs = [self.alloc(rows * cb) for _ in range(2)] \
-                        if self.needs_buf(bv, rows, cb) else [None, None]
-                    aux = ("full", bv, bufs)
-                else:
-                    aux = ("periodic", self.periodic(b), b.type.size)
-            self._tail.append((n, aux))
-
-    def channel_tables(self, n: Node, aux: Any, box: tuple[int, int, int, int], out: View,
-                       parity: int) -> tuple[int, int]:
-        """(table address, tables) of a per-channel LUT on a tile of the NHWC output: a
-        [rows][c0:c1] box of channels loads tables c0..c1-1 into a tile buffer; a flat chunk
-        (one column, all tables resident) starts at a multiple of the channel count
-        (tiling.candidates keeps chunks so)."""
-        p0, _, c0, c1 = box
-        nch = n.inputs[1].type.shape[0]  # type: ignore[union-attr]
-        if out.c == 1:
-            assert p0 % nch == 0, f"{n.label()}: chunk at {p0} is not channel-aligned"
-            return aux, nch
-        assert out.c == nch, f"{n.label()}: per-channel tables on a {out.c}-column view"
-        dram, bufs = aux
-        self.dma(Opcode.LOAD, dram + 256 * c0, bufs[parity], 256 * (c1 - c0))
-        return bufs[parity], c1 - c0
-
-    def periodic(self, b: Value) -> int:
-        """A broadcast operand loaded whole into the workspace (SRAM address)."""
-        if b in self.ctx.values:
-            return self.load_const(f"{b.name}.b", self.ctx.array(b).astype(np.int8))
-        v = self.ctx.flat(b)
-        buf = self.alloc(b.type.size)
-        return self.fetch(v, 0, v.p, 0, 1, buf)
-
-    def apply(self, n: Node, aux: Any, src: int, dst: int, box: tuple[int, int, int, int],
-              out: View, parity: int) -> None:
-        """One elementwise op: src -> dst (count = the box's elements)."""
-        p0, p1, c0, c1 = box
-        count = (p1 - p0) * (c1 - c0)
-        a = n.all_attrs
-        if n.op.name == "npu.lut":
-            table, tables = aux, 0
-            if n.inputs[1].type.rank == 2:  # type: ignore[union-attr]
-                table, tables = self.channel_tables(n, aux, box, out, parity)
-            self.ins(Opcode.LUT, src=src, dst=dst, count=count, table=table, tables=tables,
-                     out_dt=DType.I8)
-            return
-        if n.op.name == "npu.rescale":
-            self.ins(Opcode.RESCALE, src=src, dst=dst, count=count, in_dt=DType.I8,
-                     out_dt=DType.I8, mult=a["mult"], shift=a["shift"], zx=a["x_zp"],
-                     zy=a["y_zp"], lo=a["lo"], hi=a["hi"])
-            return
-        kind, bref, extra = aux
-        if kind == "full":
-            b, period = self.fetch(bref, p0, p1, c0, c1, extra[parity]), count
-        else:
-            period_total = extra
-            cb = c1 - c0
-            if cb == out.c and (p0 * out.c) % period_total == 0 and count % period_total == 0:
-                b, period = bref, period_total
-            elif period_total == out.c:
-                b, period = bref + c0, cb
-            else:
-                raise Misfit(f"{n.label()}: broadcast operand does not align with the tile")
-        common = dict(a=src, b=b, dst=dst, count=count, b_period=period, za=a["a_zp"],
-                      zb=a["b_zp"], zy=a["y_zp"], lo=a["lo"], hi=a["hi"])
-        if n.op.name == "npu.add":
-            self.ins(Opcode.ADD, ma=a["a_mult"], sa=a["a_shift"], mb=a["b_mult"],
-                     sb=a["b_shift"], **common)
-        else:
-            self.ins(Opcode.MUL, mult=a["mult"], shift=a["shift"], **common)
-
-    def tail(self, dst: int, box: tuple[int, int, int, int], out: View, parity: int) -> None:
-        for n, aux in self._tail:
-            self.apply(n, aux, dst, dst, box, out, parity)
+def _pack_qp(qp: np.ndarray) -> bytes:
+    """The bytes of a (bias, mult, shift) block as CONV/MATMUL read it: int32 [3][n], or for an
+    i64 qp (int16 input, wide accumulator) int64 bias[n] then int32 mult[n], shift[n]."""
+    if qp.dtype != np.int64:
+        return np.ascontiguousarray(qp, np.int32).tobytes()
+    return qp[0].astype(np.int64).tobytes() + np.ascontiguousarray(qp[1:], np.int32).tobytes()
 
 
 def _bands(n: int, step: int) -> list[tuple[int, int]]:
@@ -161,6 +75,9 @@ class ConvEmitter(TailMixin):
         kc = self.params.get("kc", cin) if is_conv and g == 1 else cin_b
         chunks = _bands(cin_b, kc) if not split_in else [(0, cin_b)]
         red = len(chunks) > 1
+        wide = item(x) == 2  # int16 input: the wide accumulator has no int32 partial sums
+        if red and wide:
+            raise Misfit("an int16-input conv does not split its reduction")
         cin_b = chunks[0][1] - chunks[0][0]
         geo = []
         for oy0, oy1 in bands:
@@ -177,13 +94,18 @@ class ConvEmitter(TailMixin):
         hmax = max(g_[3] - g_[2] for g_ in geo)
         nbuf = 2 if self.params.get("db", True) else 1  # double-buffered staging
         self.overlap = nbuf == 2
-        xbufs = [self.alloc(hmax * w * cin_b) for _ in range(nbuf)] \
+        xbufs = [self.alloc(hmax * w * cin_b * xv.item) for _ in range(nbuf)] \
             if self.needs_buf(xv, 2, cin_b) else [None]
         gi_of = (lambda c0, c1: 1) if sub else (lambda c0, c1: (c1 - c0) // ng) if split_in \
             else (lambda c0, c1: g)
         load = self._weights(n, blocks, is_conv, gi_of, rb * wo, chunks)
         in_place = self.in_place(ov, cb)
-        obufs = [None] if in_place else [self.alloc(rb * wo * cb) for _ in range(nbuf)]
+        obufs = [None] if in_place else [self.alloc(rb * wo * cb * ov.item)
+                                         for _ in range(nbuf)]
+        # the result's type (fused tails keep it: lower.mark_fusion); an i16 MAC result clamps
+        # on the high byte (isa.py; lower.mac_clamp made the clamp so)
+        ydt, idt = dt(n.outputs[0]), dt(x)
+        clo, chi = (a["lo"] // 256, a["hi"] // 256) if ydt == DType.I16 else (a["lo"], a["hi"])
         accbuf = self.alloc(rb * wo * cb * 4) if red else None
         zq = self.load_const("zero_qp", np.zeros(3 * cb, np.int32)) if red else None
         self.prepare_tail(self.kernel.nodes[1:], ov, rb * wo, cb)
@@ -211,6 +133,8 @@ class ConvEmitter(TailMixin):
                 f = dict(src=xa, h=iy1 - iy0, w=w, kh=kh, kw=kw,
                          sh=1 if oy1 - oy0 == 1 else sh, sw=sw, pt=tpt,
                          pb=tpb, pl=pl, pr=pr, lo=a["lo"], hi=a["hi"])
+                if is_conv:
+                    f.update(lo=clo, hi=chi, in_dt=idt)
                 if not is_conv:
                     break
                 common = dict(cin=ic1 - ic0, cout=c1 - c0, dh=dh, dw=dw, groups=gi_of(c0, c1),
@@ -220,17 +144,17 @@ class ConvEmitter(TailMixin):
                              acc=int(q > 0), **common)
                 else:
                     self.ins(Opcode.CONV, mac, wgt=wb, qp=qb, dst=dst, zy=a["y_zp"],
-                             out=DType.I8, **common)
+                             out=ydt, **common)
             if red:
                 self.ins(Opcode.REQUANT, src=accbuf, dst=dst, count=(oy1 - oy0) * wo * (c1 - c0),
                          chan=c1 - c0, qp=qb, zy=a["y_zp"], lo=a["lo"], hi=a["hi"],
-                         out_dt=DType.I8)
+                         out_dt=ydt)
             if not is_conv:
                 f["dst"] = dst
                 mode = {"max": PoolMode.MAX, "avg": PoolMode.AVG,
                         "avg_pad": PoolMode.AVG_PAD}[a["mode"]]
                 self.ins(Opcode.POOL, qp=qb, c=ic1 - ic0, zx=a["x_zp"], zy=a["y_zp"], mode=mode,
-                         **f)
+                         in_dt=idt, out_dt=ydt, **f)
             box = (oy0 * wo, oy1 * wo, c0, c1)
             self.tail(dst, box, ov, t % 2)
             self.put(ov, oy0 * wo, oy1 * wo, c0, c1, dst)
@@ -252,7 +176,8 @@ class ConvEmitter(TailMixin):
         whole = len(chunks) == 1 and chunks[0] == (0, w.shape[3])
         cb = blocks[0][1] - blocks[0][0]
         kk = int(np.prod(w.shape[1:3])) * (chunks[0][1] - chunks[0][0])
-        qblob = np.concatenate([qp_all[:, c0:c1].ravel() for c0, c1 in blocks]).astype(np.int32)
+        qpe = 16 if qp_all.dtype == np.int64 else 12  # bytes per channel (isa.py CONV qp)
+        qblob = b"".join(_pack_qp(qp_all[:, c0:c1]) for c0, c1 in blocks)
         if whole:  # the key names a block across tilings (the unsplit form as before)
             parts = [((wv, c0, c1), w[c0:c1]) for c0, c1 in blocks]
         else:
@@ -263,7 +188,7 @@ class ConvEmitter(TailMixin):
         nb = 1 if len(parts) == 1 else 2
         nq = 1 if len(blocks) == 1 else 2
         wbufs = [self.alloc(cb * kk) for _ in range(nb)]
-        qbufs = [self.alloc(12 * cb) for _ in range(nq)]
+        qbufs = [self.alloc(qpe * cb) for _ in range(nq)]
         count = [0, -1, 0]  # weight loads, block of the loaded qp, qp loads
 
         def load(j: int, q: int) -> tuple[int, int, MacWeights]:
@@ -273,7 +198,7 @@ class ConvEmitter(TailMixin):
             self.loadw(wd, streams[j * len(chunks) + q], wbufs[k])
             if count[1] != j:
                 count[1], count[2] = j, count[2] + 1
-                self.dma(Opcode.LOAD, qd + 12 * c0, qbufs[count[2] % nq], 12 * (c1 - c0))
+                self.dma(Opcode.LOAD, qd + qpe * c0, qbufs[count[2] % nq], qpe * (c1 - c0))
             gi = gi_of(c0, c1)
             key = (wv, c0, c1, m) if whole else (wv, c0, c1, *chunks[q], m)
             blk = parts[j * len(chunks) + q][1]
@@ -297,16 +222,22 @@ class MatmulEmitter(TailMixin):
         xv = self.ctx.view(x, k)
         ov = self.ctx.view(self.kernel.outputs[0], nn_)
         i32 = a["out"] == "i32"
-        oe = 4 if i32 else 1
+        ydt, idt, xe = DType[a["out"].upper()], dt(x), xv.item
+        oe = 1 << int(ydt)
+        # an i16 MAC result clamps on the high byte (isa.py; lower.mac_clamp made it so)
+        clo, chi = (a["lo"] // 256, a["hi"] // 256) if ydt == DType.I16 else (a["lo"], a["hi"])
         mb, nb, kb = self.params["mb"], self.params["nb"], self.params.get("kb", k)
         rows, cols, ks = _bands(m, mb), _bands(nn_, nb), _bands(k, kb)
         split = len(ks) > 1
+        if split and idt == DType.I16:
+            raise Misfit("an int16-input matmul does not split its reduction")
         tail = self.kernel.nodes[1:]
-        xbufs = [self.alloc(mb * k) for _ in range(2 if len(rows) > 1 else 1)] \
+        xbufs = [self.alloc(mb * k * xe) for _ in range(2 if len(rows) > 1 else 1)] \
             if self.needs_buf(xv, 2, k) else [None]
         nwb = 1 if len(cols) == 1 and not split else 2
         wbufs = [self.alloc(nb * kb) for _ in range(nwb)]
-        qbufs = [self.alloc(12 * nb) for _ in range(1 if len(cols) == 1 else 2)]
+        qpe = 16 if qp.dtype == np.int64 else 12  # qp bytes per column (isa.py MATMUL qp)
+        qbufs = [self.alloc(qpe * nb) for _ in range(1 if len(cols) == 1 else 2)]
         # requantised in the MATMUL itself (i8, one K block) or by a REQUANT after it
         via_acc = i32 or split
         direct = ov.mem == SRAM and not tail and (not via_acc or nb == nn_)
@@ -318,12 +249,12 @@ class MatmulEmitter(TailMixin):
         wv = n.inputs[1]
         wd, streams = self.weight_streams(f"{n.output.name}.w", [
             ((wv, c0, c1, k0, k1), wt[c0:c1, k0:k1]) for c0, c1 in cols for k0, k1 in ks])
-        qblob = np.concatenate([qp[:, c0:c1].ravel() for c0, c1 in cols]).astype(np.int32)
+        qblob = b"".join(_pack_qp(qp[:, c0:c1]) for c0, c1 in cols)
         qd = self.const(f"{n.output.name}.qp", qblob)
         t, nw = 0, 0
         for j, (c0, c1) in enumerate(cols):
             qb = qbufs[j % len(qbufs)]
-            self.dma(Opcode.LOAD, qd + 12 * c0, qb, 12 * (c1 - c0))
+            self.dma(Opcode.LOAD, qd + qpe * c0, qb, qpe * (c1 - c0))
             for i, (r0, r1) in enumerate(rows):
                 self.tile()
                 xa = self.fetch(xv, r0, r1, 0, k, xbufs[i % len(xbufs)])
@@ -338,8 +269,8 @@ class MatmulEmitter(TailMixin):
                         self.loadw(wd, streams[j * len(ks) + kk], wb)
                     mac = self.ctx.weights.mac((wv, c0, c1, k0, k1, mb),
                                                wt[None, c0:c1, k0:k1], mb)
-                    mm = dict(a=xa + k0, b=wb, m=r1 - r0, n=c1 - c0, k=k1 - k0, a_rs=k,
-                              zx=a["x_zp"])
+                    mm = dict(a=xa + k0 * xe, b=wb, m=r1 - r0, n=c1 - c0, k=k1 - k0,
+                              a_rs=k * xe, zx=a["x_zp"], in_dt=idt)
                     if split:
                         self.ins(Opcode.MATMUL, mac, qp=zq, dst=accbuf, d_rs=4 * (c1 - c0),
                                  out=DType.I32, acc=int(kk > 0), **mm)
@@ -348,11 +279,11 @@ class MatmulEmitter(TailMixin):
                                  **mm)
                     else:
                         self.ins(Opcode.MATMUL, mac, qp=qb, dst=dst, d_rs=d_rs, zy=a["y_zp"],
-                                 lo=a["lo"], hi=a["hi"], out=DType.I8, **mm)
+                                 lo=clo, hi=chi, out=ydt, **mm)
                 if via_acc:
                     src = accbuf if split else dst
                     rq = dict(zy=0, lo=0, hi=0, out_dt=DType.I32) if i32 else dict(
-                        zy=a["y_zp"], lo=a["lo"], hi=a["hi"], out_dt=DType.I8)
+                        zy=a["y_zp"], lo=a["lo"], hi=a["hi"], out_dt=ydt)
                     self.ins(Opcode.REQUANT, src=src, dst=dst, count=(r1 - r0) * (c1 - c0),
                              chan=c1 - c0, qp=qb, **rq)
                 box = (r0, r1, c0, c1)
@@ -372,8 +303,8 @@ class EltwiseEmitter(TailMixin):
         xv, ov = self.ctx.flat(x), self.ctx.flat(self.kernel.outputs[0])
         size, ce = x.type.size, self.params["ce"]
         chunks = _bands(size, ce)
-        xbufs = [self.alloc(ce) for _ in range(2)] if xv.mem != SRAM else [None, None]
-        obufs = [self.alloc(ce) for _ in range(2)] if ov.mem != SRAM else [None, None]
+        xbufs = [self.alloc(ce * xv.item) for _ in range(2)] if xv.mem != SRAM else [None, None]
+        obufs = [self.alloc(ce * ov.item) for _ in range(2)] if ov.mem != SRAM else [None, None]
         self.prepare_tail(self.kernel.nodes, ov, ce, 1)
         head, rest = self._tail[0], self._tail[1:]
         for t, (e0, e1) in enumerate(chunks):
@@ -397,26 +328,30 @@ class ConcatEmitter(KernelEmitter):
         lay = self.ctx.plan.layout[out]
         outer, inner = L.concat_view(out.type.shape, lay, a["axis"])
         ov = self.ctx.view(out)
-        ov = View(ov.mem, ov.addr, outer, out.type.shape[a["axis"]] * inner, 1)
+        oi = item(out)
+        ov = View(ov.mem, ov.addr, outer, out.type.shape[a["axis"]] * inner, oi)
+        lo, hi = (qmath.INT16_MIN, qmath.INT16_MAX) if oi == 2 else (-128, 127)
         rc = self.params["rc"]
         off = 0
         for i, x in enumerate(n.inputs):
             assert x is not None
             ci = x.type.shape[a["axis"]] * inner
             base = self.ctx.view(x)
-            xv = View(base.mem, base.addr, outer, ci, 1)
-            ident = identity_rescale(a["x_zps"][i], a["y_zp"], a["mults"][i], a["shifts"][i])
+            xi = item(x)
+            xv = View(base.mem, base.addr, outer, ci, xi)
+            ident = xi == oi and identity_rescale(a["x_zps"][i], a["y_zp"], a["mults"][i],
+                                                  a["shifts"][i])
             mark = self.top
-            xb = self.alloc(rc * ci) if xv.mem != SRAM else None
-            rbuf = None if ident else self.alloc(rc * ci)
+            xb = self.alloc(rc * ci * xi) if xv.mem != SRAM else None
+            rbuf = None if ident else self.alloc(rc * ci * oi)
             for r0, r1 in _bands(outer, rc):
                 self.tile()
                 src = self.fetch(xv, r0, r1, 0, ci, xb)
                 if not ident:
                     self.ins(Opcode.RESCALE, src=src, dst=rbuf, count=(r1 - r0) * ci,
-                             in_dt=DType.I8, out_dt=DType.I8, mult=a["mults"][i],
-                             shift=a["shifts"][i], zx=a["x_zps"][i], zy=a["y_zp"], lo=-128,
-                             hi=127)
+                             in_dt=dt(x), out_dt=dt(out), mult=a["mults"][i],
+                             shift=a["shifts"][i], zx=a["x_zps"][i], zy=a["y_zp"], lo=lo,
+                             hi=hi)
                     src = rbuf
                 self.put(ov, r0, r1, off, off + ci, src)
             self.top = mark

@@ -96,9 +96,34 @@ class _Lower:
             self.env[old] = new
 
     @staticmethod
-    def qp(bias: np.ndarray, mult: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    def qp(bias: np.ndarray, mult: np.ndarray, shift: np.ndarray,
+           wide: bool = False) -> np.ndarray:
+        """The packed (bias, mult, shift) operand: i32[3, N], or i64[3, N] for an i16 input
+        (the wide accumulator's i64 bias)."""
         return np.stack([np.asarray(a, np.int64).reshape(-1) for a in (bias, mult, shift)]
-                        ).astype(np.int32)
+                        ).astype(np.int64 if wide else np.int32)
+
+    @staticmethod
+    def y_bits(n: Node) -> int:
+        return 16 if n.outputs[0].type.dtype.value == "i16" else 8
+
+    def mac_clamp(self, n: Node, outs: tuple[Value, ...]) -> tuple[Value, ...]:
+        """An i16 MAC result clamps on the high byte (isa.py): a clamp that is not
+        [256*a, 256*b + 255] runs as the enclosing one plus an identity RESCALE with the exact
+        clamp (fused into the MAC's tile)."""
+        lo, hi = n.all_attrs["lo"], n.all_attrs["hi"]
+        if self.y_bits(n) == 8 or (lo % 256 == 0 and hi % 256 == 255):
+            return outs
+        return self.emit(n, "npu.rescale", [outs[0]], self.lay[outs[0]], x_zp=0, y_zp=0,
+                         mult=1 << 30, shift=30, lo=lo, hi=hi, y_bits=16)
+
+    @staticmethod
+    def coarse(n: Node) -> tuple[int, int]:
+        """The clamp an i16 MAC result gets in the instruction (see mac_clamp)."""
+        lo, hi = n.all_attrs["lo"], n.all_attrs["hi"]
+        if n.outputs[0].type.dtype.value != "i16":
+            return lo, hi
+        return lo // 256 * 256, hi // 256 * 256 + 255
 
     # ops -------------------------------------------------------------------------------------
     def lower(self, n: Node) -> None:
@@ -133,27 +158,34 @@ class _Lower:
     def op_qconv(self, n: Node) -> None:
         x = self.in_layout(self.v(n.inputs[0]), L.NHWC, n)
         w = self.const(n.inputs[1], n, "weight")
-        qp = self.qp(*(self.const(v, n, "requant operand") for v in n.inputs[2:5]))
+        qp = self.qp(*(self.const(v, n, "requant operand") for v in n.inputs[2:5]),
+                     wide=x.type.dtype.value == "i16")
         wv = self.b.const(np.ascontiguousarray(np.transpose(w, (0, 2, 3, 1))).astype(np.int8),
                           f"{n.output.name}.w")
         qv = self.b.const(qp, f"{n.output.name}.qp")
         a = n.all_attrs
-        self.bind(n, self.emit(n, "npu.conv", [x, wv, qv], L.NHWC, strides=a["strides"],
-                               pads=a["pads"], dilations=a["dilations"], group=a["group"],
-                               x_zp=a["x_zp"], y_zp=a["y_zp"], lo=a["lo"], hi=a["hi"]))
+        lo, hi = self.coarse(n)
+        self.bind(n, self.mac_clamp(n, self.emit(
+            n, "npu.conv", [x, wv, qv], L.NHWC, strides=a["strides"], pads=a["pads"],
+            dilations=a["dilations"], group=a["group"], x_zp=a["x_zp"], y_zp=a["y_zp"], lo=lo,
+            hi=hi, y_bits=self.y_bits(n))))
 
     def op_qdense(self, n: Node) -> None:
         x = self.in_layout(self.v(n.inputs[0]), (), n)
         w = self.const(n.inputs[1], n, "weight").astype(np.int8)
-        qp = self.qp(*(self.const(v, n, "requant operand") for v in n.inputs[2:5]))
+        qp = self.qp(*(self.const(v, n, "requant operand") for v in n.inputs[2:5]),
+                     wide=x.type.dtype.value == "i16")
         a = n.all_attrs
-        self.bind(n, self.emit(n, "npu.matmul", [x, self.b.const(w, f"{n.output.name}.w"),
-                                                 self.b.const(qp, f"{n.output.name}.qp")], (),
-                               x_zp=a["x_zp"], y_zp=a["y_zp"], lo=a["lo"], hi=a["hi"]))
+        lo, hi = self.coarse(n)
+        self.bind(n, self.mac_clamp(n, self.emit(
+            n, "npu.matmul", [x, self.b.const(w, f"{n.output.name}.w"),
+                              self.b.const(qp, f"{n.output.name}.qp")], (),
+            x_zp=a["x_zp"], y_zp=a["y_zp"], lo=lo, hi=hi,
+            out=n.outputs[0].type.dtype.value)))
 
     def op_lut(self, n: Node) -> None:
         x = self.v(n.inputs[0])
-        tab = self.const(n.inputs[1], n, "table").astype(np.int8)
+        tab = self.const(n.inputs[1], n, "table")  # i8/i16 as the quantiser made it
         lay = self.lay[x]
         if tab.ndim == 2:  # per-channel tables index the channel of a channel-innermost tile
             if x.type.rank != 4 or n.attr("axis") % 4 != 1:
@@ -163,12 +195,12 @@ class _Lower:
             x = self.in_layout(x, L.NHWC, n)
             lay = self.lay[x]
         self.bind(n, self.emit(n, "npu.lut", [x, self.b.const(tab, f"{n.output.name}.table")],
-                               lay))
+                               lay, y_bits=self.y_bits(n)))
 
     def op_rescale(self, n: Node) -> None:
         x = self.v(n.inputs[0])
         a = n.all_attrs
-        self.bind(n, self.emit(n, "npu.rescale", [x], self.lay[x], **{
+        self.bind(n, self.emit(n, "npu.rescale", [x], self.lay[x], y_bits=self.y_bits(n), **{
             k: a[k] for k in ("x_zp", "y_zp", "mult", "shift", "lo", "hi")}))
 
     def binary(self, n: Node, op: str, keys_a: tuple[str, ...], keys_b: tuple[str, ...],
@@ -186,7 +218,7 @@ class _Lower:
             raise UnsupportedOpError(f"{n.label()}: a constant full-size operand")
         xa = self.v(a_old)
         xb = self.env[b_old] if b_old in self.env else self.b.const(
-            self.const(b_old, n, "operand").astype(np.int8), b_old.name)
+            self.const(b_old, n, "operand").astype(b_old.type.dtype.np), b_old.name)
         if b_old not in self.env:
             self.lay[xb] = ()
         shape, lay = n.output.type.shape, self.lay[xa]
@@ -203,7 +235,7 @@ class _Lower:
         for new, old in zip(keys_b[1:], kb[1:]):
             attrs[new] = at[old]
         attrs.update({k: at[k] for k in common})
-        self.bind(n, self.emit(n, op, [xa, xb], lay, **attrs))
+        self.bind(n, self.emit(n, op, [xa, xb], lay, y_bits=self.y_bits(n), **attrs))
 
     def op_qadd(self, n: Node) -> None:
         self.binary(n, "npu.add", ("a_zp", "a_mult", "a_shift"), ("b_zp", "b_mult", "b_shift"),
@@ -219,7 +251,8 @@ class _Lower:
         a = n.all_attrs
         axis = a["axis"] % n.output.type.rank
         self.bind(n, self.emit(n, "npu.concat", xs, lay, axis=axis, x_zps=a["x_zps"],
-                               mults=a["mults"], shifts=a["shifts"], y_zp=a["y_zp"]))
+                               mults=a["mults"], shifts=a["shifts"], y_zp=a["y_zp"],
+                               y_bits=self.y_bits(n)))
 
     def pool(self, n: Node, mode: str, qp: Value | None) -> None:
         from ocrc.compiler.ir.ops.quant import _ceil_pads
@@ -229,7 +262,8 @@ class _Lower:
         pads = _ceil_pads(np.zeros(n.inputs[0].type.shape, np.int8), a)  # type: ignore
         self.bind(n, self.emit(n, "npu.pool", [x, qp], L.NHWC, kernel_shape=a["kernel_shape"],
                                strides=a["strides"], pads=list(pads), mode=mode,
-                               x_zp=a.get("x_zp"), y_zp=a.get("y_zp"), lo=a["lo"], hi=a["hi"]))
+                               x_zp=a.get("x_zp"), y_zp=a.get("y_zp"), lo=a["lo"], hi=a["hi"],
+                               y_bits=self.y_bits(n)))
 
     def op_qmax_pool(self, n: Node) -> None:
         self.pool(n, "max", None)
@@ -313,14 +347,16 @@ def mark_fusion(g: Graph) -> Graph:
         x = n.inputs[0] if n.inputs else None
         r = root.get(x, -2) if x is not None else -2
         others = [v for v in n.inputs[1:] if v is not None]
+        # the tile buffer holds the kernel's element type: only type-preserving ops fuse
         fusable = (n.op.name in ELEMENTWISE and r >= 0 and x not in outs
+                   and n.outputs[0].type.dtype == x.type.dtype
                    and len(users.get(x, [])) == 1
                    and all(ready.get(v, -1) < r and v is not x for v in others))
         if fusable:
             n = Node(n.op, n.inputs, {**n.attrs, "fused": 1}, n.outputs, n.name)
         for v in n.outputs:
             if n.op.name in ANCHORS and not (n.op.name == "npu.matmul"
-                                             and n.attr("out") != "i8"):
+                                             and n.attr("out") == "i32"):
                 root[v] = r if fusable else i
             ready[v] = -1 if n.op.name == "const" else i
         nodes.append(n)
@@ -332,10 +368,6 @@ def lower(g: Graph) -> Graph:
     NPU cannot run."""
     st = _Lower(g)
     for n in g.nodes:
-        if n.op.name not in ("const", "qlstm") and any(v.type.dtype.value == "i16"
-                                                       for v in n.outputs):
-            raise UnsupportedOpError(f"{n.label()}: int16 activations are not lowered to the "
-                                     "NPU yet (quantise with --quant-int16 none)")
         st.lower(n)
     st.b.output(*(st.v(v) for v in g.outputs))
     out = mark_fusion(st.b.graph.dce())

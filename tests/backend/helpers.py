@@ -13,6 +13,7 @@ from ocrc.compiler.backend.host import run_program
 from ocrc.compiler.ir import Builder, DType, Graph, TensorType
 from ocrc.compiler.ir.interp import run
 from ocrc.compiler.quant import calibrate, prepare, quantize_graph
+from ocrc.compiler.quant.mixed import quantize_mixed
 from ocrc.runtime.stats import Stats
 from ocrc.runtime.target import Target, load_target, target_from_dict
 
@@ -61,13 +62,17 @@ class G:
         return self.b.graph
 
 
-def quantise(g: Graph, seed: int = 1, n: int = 2) -> Graph:
-    """The int8 graph of a float graph, calibrated on n seeded uniform samples."""
+def quantise(g: Graph, seed: int = 1, n: int = 2, int16: str = "none") -> Graph:
+    """The int8 graph of a float graph, calibrated on n seeded uniform samples; `int16` is the
+    mixed-precision plan ('all' or value/layer names joined by '+', docs/quantization.md §8)."""
     p = prepare(g)
     rng = np.random.default_rng(seed)
     data = [{v.name: rng.random(v.type.shape).astype(np.float32) for v in p.inputs}
             for _ in range(n)]
-    return quantize_graph(p, calibrate(p, data, progress=False)).graph
+    table = calibrate(p, data, progress=False)
+    if int16 != "none":
+        return quantize_mixed(p, table, int16)[0].graph
+    return quantize_graph(p, table).graph
 
 
 def check_exact(qg: Graph, target: Target, seed: int = 2) -> tuple[CompileResult, Stats]:

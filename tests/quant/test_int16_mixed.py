@@ -1,7 +1,7 @@
 """Mixed precision (docs/quantization.md §8) on the demo graph: the int16 plans (none, all, names,
 auto with its threshold and budget), the verifier rule, the text round trip of i16/i64
 constants, FileCheck of a small mixed graph, the QDQ export in onnxruntime, the NPU backend's
-refusal, the CLI options, and method=auto."""
+bit-exact int16 programs (VM == interpreter), the CLI options, and method=auto."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from ocrc.compiler.backend.lower import lower
+from ocrc.compiler.backend.codegen import compile_program
+from ocrc.compiler.backend.host import run_program
 from ocrc.compiler.cli import main
 from ocrc.compiler.errors import UnsupportedOpError
 from ocrc.compiler.export_onnx import export_onnx
@@ -24,6 +25,8 @@ from ocrc.compiler.quant import CalibTable, QuantizeError, calibrate, prepare, q
 from ocrc.compiler.quant.checks import verify_quantized
 from ocrc.compiler.quant.mixed import Int16Plan, quantize_mixed, select_int16
 from ocrc.frontend.demo import build_demo_crnn
+from ocrc.runtime.program import load_program
+from ocrc.runtime.target import load_target
 from tests.quant.helpers import demo_graph, demo_samples
 
 HERE = Path(__file__).parent
@@ -149,11 +152,22 @@ def test_qdq_export_runs_in_onnxruntime(calibrated) -> None:  # type: ignore
         np.testing.assert_allclose(sess.run(None, s)[0], ours, atol=0.02)
 
 
-def test_npu_backend_rejects_int16(calibrated) -> None:  # type: ignore
+@pytest.mark.parametrize("spec", ["hs", "all", "c2+cat"])
+def test_npu_backend_runs_int16_bit_exact(calibrated, spec: str) -> None:  # type: ignore
+    """Every op kind of the demo graph (conv, tables, residual add, pools, the SE gate's mul,
+    concat, the rescale before the LSTM, dense) with int16 activations compiles for the NPU and
+    the VM equals the interpreter bit for bit; a target without mac.int16 refuses."""
     g, table, samples = calibrated
-    res, _ = quantize_mixed(g, table, "hs", samples[:2])
-    with pytest.raises(UnsupportedOpError, match="int16 activations are not lowered to the NPU"):
-        lower(res.graph)
+    res, _ = quantize_mixed(g, table, spec, samples[:2])
+    prog = compile_program(res.graph, load_target("npu")).program
+    for s in demo_samples(2, seed=5):
+        ref = run(res.graph, s)
+        out, _ = run_program(prog, s)
+        for k, want in ref.items():
+            np.testing.assert_array_equal(out[k], want)
+    with pytest.raises(UnsupportedOpError, match="int16 activations need a target with "
+                       "mac.int16"):
+        compile_program(res.graph, load_target("npu-lite"))
 
 
 def test_method_auto_chooses_per_value(calibrated) -> None:  # type: ignore
@@ -186,8 +200,12 @@ def test_cli_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert main(base + ["--quant-int16", "auto", "--target-config", "npu-lite", "-o",
                         str(tmp_path / "y.ir")]) == 0  # a warning; stays int8
     assert "y_bits = 16" not in (tmp_path / "y.ir").read_text()
-    assert main(base + ["--quant-int16", "all", "-t", "npu", "-o", str(tmp_path / "m.npu")]) == 2
-    assert "int16 activations are not lowered to the NPU yet" in capsys.readouterr().err
+    assert main(base + ["--quant-int16", "all", "-t", "npu", "-o", str(tmp_path / "m.npu")]) == 0
+    assert load_program(tmp_path / "m.npu").inputs[0].dtype == "int16"
+    capsys.readouterr()
+    np.save(tmp_path / "x.npy", rng.random((1, 1, 32, 32)).astype(np.float32))
+    assert main(["run", str(tmp_path / "m.npu"), "--input", f"image={tmp_path / 'x.npy'}",
+                 "-o", str(tmp_path / "out.npz")]) == 0
     assert main(["compile", str(tmp_path / "demo.onnx"), "--quant-int16", "auto"]) == 2
     assert "needs --quant int8" in capsys.readouterr().err
     assert main(base + ["--int16-threshold", "20", "-o", str(tmp_path / "z.ir")]) == 2

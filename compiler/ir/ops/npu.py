@@ -41,28 +41,43 @@ def _need(cond: bool, msg: str) -> None:
         raise ValueError(msg)
 
 
-def _qp_ok(t: TensorType | None, n: int, what: str = "qp") -> None:
-    _need(t is not None and t.dtype == DType.I32 and t.shape == (3, n),
-          f"{what} must be i32[3, {n}] (bias, mult, shift), got {t}")
+def _qp_ok(t: TensorType | None, n: int, what: str = "qp", wide: bool = False) -> None:
+    dt = DType.I64 if wide else DType.I32
+    _need(t is not None and t.dtype == dt and t.shape == (3, n),
+          f"{what} must be {dt.value}[3, {n}] (bias, mult, shift)"
+          + (" for an i16 input (wide accumulator)" if wide else "") + f", got {t}")
 
 
 def _i8(a: np.ndarray) -> np.ndarray:
     return np.asarray(a).astype(np.int8)
 
 
+ACTS = (DType.I8, DType.I16)
+_YB = {"y_bits": AttrDef("int", 8)}  # 8: i8 result, 16: i16 result (as the quantised ops)
+
+
+def _y(a: Attrs) -> DType:
+    _need(a.get("y_bits", 8) in (8, 16), f"y_bits must be 8 or 16, got {a.get('y_bits')}")
+    return DType.I16 if a.get("y_bits", 8) == 16 else DType.I8
+
+
+def _as(y: np.ndarray, a: Attrs) -> np.ndarray:
+    return np.asarray(y).astype(_y(a).np)
+
+
 # --- MAC-array kernels -------------------------------------------------------------------------
 def _infer_conv(types: Sequence[TensorType | None], a: Attrs) -> list[TensorType]:
     x, w = _t(types, 0), _t(types, 1)
-    _need(x.dtype == DType.I8 and x.rank == 4 and x.shape[0] == 1,
-          f"npu.conv needs an i8[1, C, H, W] input, got {x}")
+    _need(x.dtype in ACTS and x.rank == 4 and x.shape[0] == 1,
+          f"npu.conv needs an i8/i16[1, C, H, W] input, got {x}")
     _need(w.dtype == DType.I8 and w.rank == 4, f"npu.conv weights must be i8 OHWI, got {w}")
     cout, kh, kw, cg = w.shape
     g = a["group"]
     _need(g >= 1 and x.shape[1] == cg * g and cout % g == 0,
           f"group {g}: x has {x.shape[1]} channels, w is {list(w.shape)}")
-    _qp_ok(types[2], cout)
+    _qp_ok(types[2], cout, wide=x.dtype == DType.I16)
     (sh, sw), (pt, pl, pb, pr), (dh, dw) = a["strides"], a["pads"], a["dilations"]
-    return [TensorType(DType.I8, (1, cout, window_out(x.shape[2], kh, sh, pt, pb, dh),
+    return [TensorType(_y(a), (1, cout, window_out(x.shape[2], kh, sh, pt, pb, dh),
                                   window_out(x.shape[3], kw, sw, pl, pr, dw)))]
 
 
@@ -72,32 +87,36 @@ def _ref_conv(xs: Sequence[np.ndarray | None], a: Attrs) -> list[np.ndarray]:
     y = qmath.conv_ref(x, np.transpose(w, (0, 3, 1, 2)), qp[0], qp[1], qp[2], a["x_zp"],
                        a["y_zp"], a["lo"], a["hi"], tuple(a["strides"]), tuple(a["pads"]),
                        tuple(a["dilations"]), a["group"])
-    return [_i8(y)]
+    return [_as(y, a)]
 
 
 CONV = defop(
     "npu.conv", ("x", "w", "qp"), _infer_conv, _ref_conv,
     "CONV tiles: acc = qp[0] + sum w * (x - x_zp), y = requantize(acc, qp[1], qp[2], y_zp, lo, "
-    "hi); w is OHWI (cout, kh, kw, cin/group).",
-    attrs={**WINDOW_ATTRS, "group": AttrDef("int", 1), **_ZP, **_CLAMP, **_COMMON},
+    "hi); w is OHWI (cout, kh, kw, cin/group). An i16 x accumulates wide (qp i64[3, N]); "
+    "y_bits = 16: an i16 result.",
+    attrs={**WINDOW_ATTRS, "group": AttrDef("int", 1), **_ZP, **_CLAMP, **_YB, **_COMMON},
     traits=("mac", "npu"))
 
 
 def _infer_matmul(types: Sequence[TensorType | None], a: Attrs) -> list[TensorType]:
     x, w = _t(types, 0), _t(types, 1)
-    _need(x.dtype == DType.I8 and w.dtype == DType.I8 and w.rank == 2
-          and x.shape[-1] == w.shape[1], f"npu.matmul needs i8 x[..., K], w[N, K]: {x}, {w}")
-    _qp_ok(types[2], w.shape[0])
-    _need(a["out"] in ("i8", "i32"), f"out must be 'i8' or 'i32', got {a['out']!r}")
-    return [TensorType(DType.I8 if a["out"] == "i8" else DType.I32, x.shape[:-1] + w.shape[:1])]
+    _need(x.dtype in ACTS and w.dtype == DType.I8 and w.rank == 2
+          and x.shape[-1] == w.shape[1],
+          f"npu.matmul needs i8/i16 x[..., K], i8 w[N, K]: {x}, {w}")
+    wide = x.dtype == DType.I16
+    _qp_ok(types[2], w.shape[0], wide=wide)
+    _need(a["out"] in ("i8", "i16", "i32") and not (wide and a["out"] == "i32"),
+          f"out must be 'i8', 'i16' or (i8 x) 'i32', got {a['out']!r}")
+    return [TensorType(DType(a["out"]), x.shape[:-1] + w.shape[:1])]
 
 
 def _ref_matmul(xs: Sequence[np.ndarray | None], a: Attrs) -> list[np.ndarray]:
     x, w, qp = xs
     assert x is not None and w is not None and qp is not None
-    if a["out"] == "i8":
-        return [_i8(qmath.dense_ref(x, w, qp[0], qp[1], qp[2], a["x_zp"], a["y_zp"], a["lo"],
-                                    a["hi"]))]
+    if a["out"] != "i32":
+        y = qmath.dense_ref(x, w, qp[0], qp[1], qp[2], a["x_zp"], a["y_zp"], a["lo"], a["hi"])
+        return [np.asarray(y).astype(DType(a["out"]).np)]
     acc = qmath.dense_ref(x, w, qp[0], None, None, a["x_zp"], 0, 0, 0, requant=False)
     y = qmath.requantize(acc, qp[1].astype(np.int64), qp[2].astype(np.int64), 0, *I32_RANGE)
     return [np.asarray(y).astype(np.int32)]
@@ -105,8 +124,9 @@ def _ref_matmul(xs: Sequence[np.ndarray | None], a: Attrs) -> list[np.ndarray]:
 
 MATMUL = defop(
     "npu.matmul", ("x", "w", "qp"), _infer_matmul, _ref_matmul,
-    "MATMUL tiles: acc = qp[0] + (x - x_zp) @ w.T; out=i8: requantize(acc, qp[1], qp[2], y_zp, "
-    "lo, hi); out=i32: clamp(mul_round_shift(acc, qp[1], qp[2]), int32) (LSTM projections).",
+    "MATMUL tiles: acc = qp[0] + (x - x_zp) @ w.T; out=i8/i16: requantize(acc, qp[1], qp[2], "
+    "y_zp, lo, hi); out=i32: clamp(mul_round_shift(acc, qp[1], qp[2]), int32) (LSTM "
+    "projections). An i16 x accumulates wide (qp i64[3, N]).",
     attrs={**_ZP, **_CLAMP, "out": AttrDef("str", "i8"), **_COMMON}, traits=("mac", "npu"))
 
 
@@ -116,15 +136,16 @@ POOL_MODES = ("max", "avg", "avg_pad")
 
 def _infer_pool(types: Sequence[TensorType | None], a: Attrs) -> list[TensorType]:
     x = _t(types, 0)
-    _need(x.dtype == DType.I8 and x.rank == 4 and x.shape[0] == 1,
-          f"npu.pool needs an i8[1, C, H, W] input, got {x}")
+    _need(x.dtype in ACTS and x.rank == 4 and x.shape[0] == 1,
+          f"npu.pool needs an i8/i16[1, C, H, W] input, got {x}")
+    _need(a["mode"] != "max" or _y(a) == x.dtype, "max pooling keeps the input type (y_bits)")
     _need(a["mode"] in POOL_MODES, f"mode must be one of {POOL_MODES}, got {a['mode']!r}")
     (kh, kw), (sh, sw), (pt, pl, pb, pr) = a["kernel_shape"], a["strides"], a["pads"]
     if a["mode"] != "max":
         q = _t(types, 1)
         _need(q.dtype == DType.I32 and q.shape == (2, kh * kw + 1),
               f"avg pool qp must be i32[2, {kh * kw + 1}] (mult, shift), got {q}")
-    return [TensorType(DType.I8, x.shape[:2] + (window_out(x.shape[2], kh, sh, pt, pb),
+    return [TensorType(_y(a), x.shape[:2] + (window_out(x.shape[2], kh, sh, pt, pb),
                                                 window_out(x.shape[3], kw, sw, pl, pr)))]
 
 
@@ -133,11 +154,11 @@ def _ref_pool(xs: Sequence[np.ndarray | None], a: Attrs) -> list[np.ndarray]:
     assert x is not None
     k, s, p = tuple(a["kernel_shape"]), tuple(a["strides"]), tuple(a["pads"])
     if a["mode"] == "max":
-        return [_i8(qmath.maxpool_ref(x, k, s, p, a["lo"], a["hi"]))]
+        return [_as(qmath.maxpool_ref(x, k, s, p, a["lo"], a["hi"]), a)]
     qp = xs[1]
     assert qp is not None
-    return [_i8(qmath.avgpool_ref(x, k, s, p, a["x_zp"], a["y_zp"], qp[0], qp[1],
-                                  a["mode"] == "avg_pad", a["lo"], a["hi"]))]
+    return [_as(qmath.avgpool_ref(x, k, s, p, a["x_zp"], a["y_zp"], qp[0], qp[1],
+                                  a["mode"] == "avg_pad", a["lo"], a["hi"]), a)]
 
 
 POOL = defop(
@@ -146,69 +167,79 @@ POOL = defop(
     "include any ceil_mode overhang; qp = i32[2, area + 1] per-count (mult, shift) for avg.",
     attrs={"kernel_shape": AttrDef("ints"), "strides": AttrDef("ints", (1, 1)),
            "pads": AttrDef("ints", (0, 0, 0, 0)), "mode": AttrDef("str", "max"), **_ZP,
-           **_CLAMP, **_COMMON},
+           **_CLAMP, **_YB, **_COMMON},
     traits=("pool", "npu"))
 
 
 def _infer_unary(types: Sequence[TensorType | None], a: Attrs) -> list[TensorType]:
     x = _t(types, 0)
-    _need(x.dtype == DType.I8, f"needs an i8 input, got {x}")
+    _need(x.dtype in ACTS, f"needs an i8 or i16 input, got {x}")
+    y = _y(a)
     if len(types) > 1:
         t = _t(types, 1)
-        per_channel = x.rank >= 2 and t.shape == (x.shape[1], 256)
-        _need(t.dtype == DType.I8 and (t.shape == (256,) or per_channel),
-              f"table must be i8[256] or i8[C, 256] with C = x's channels (axis 1), got {t}")
-    return [x]
+        # i8 x: 256 entries of the result type; i16 x: 513 interpolated i16 entries
+        size, tdt = (256, y) if x.dtype == DType.I8 else (qmath.LUT16_SIZE, DType.I16)
+        per_channel = x.rank >= 2 and t.shape == (x.shape[1], size)
+        _need(t.dtype == tdt and (t.shape == (size,) or per_channel),
+              f"table must be {tdt.value}[{size}] or {tdt.value}[C, {size}] with C = x's "
+              f"channels (axis 1), got {t}")
+    return [TensorType(y, x.shape)]
 
 
 LUT = defop(
     "npu.lut", ("x", "table"), _infer_unary,
-    lambda xs, a: ref_lut(xs, {"axis": 1}),
+    lambda xs, a: ref_lut(xs, {"axis": 1, "y_bits": a.get("y_bits", 8)}),
     "LUT: y = table[x + 128]; with an i8[C, 256] table, one table per channel (axis 1; the LUT "
-    "instruction's `tables` on a channel-innermost tile).", attrs=dict(_COMMON),
+    "instruction's `tables` on a channel-innermost tile). An i16 x reads 513-entry i16 tables "
+    "with interpolation (qmath.lut16_ref).", attrs={**_YB, **_COMMON},
     traits=("elementwise", "npu"))
 
 RESCALE = defop(
     "npu.rescale", ("x",), _infer_unary,
-    lambda xs, a: [_i8(qmath.rescale_ref(np.asarray(xs[0], np.int64), a["x_zp"], a["mult"],
-                                         a["shift"], a["y_zp"], a["lo"], a["hi"]))],
-    "RESCALE: clamp(mul_round_shift(x - x_zp, mult, shift) + y_zp, lo, hi).",
-    attrs={**_ZP, "mult": AttrDef("int"), "shift": AttrDef("int"), **_CLAMP, **_COMMON},
+    lambda xs, a: [_as(qmath.rescale_ref(np.asarray(xs[0], np.int64), a["x_zp"], a["mult"],
+                                         a["shift"], a["y_zp"], a["lo"], a["hi"]), a)],
+    "RESCALE: clamp(mul_round_shift(x - x_zp, mult, shift) + y_zp, lo, hi) (i8/i16 in and "
+    "out).",
+    attrs={**_ZP, "mult": AttrDef("int"), "shift": AttrDef("int"), **_CLAMP, **_YB, **_COMMON},
     traits=("elementwise", "npu"))
 
 
 def _infer_binary(types: Sequence[TensorType | None], a: Attrs) -> list[TensorType]:
     x, y = _t(types, 0), _t(types, 1)
-    _need(x.dtype == DType.I8 and y.dtype == DType.I8, f"needs i8 operands, got {x}, {y}")
+    _need(x.dtype in ACTS and y.dtype in ACTS, f"needs i8/i16 operands, got {x}, {y}")
     out = broadcast_shape(x.shape, y.shape)
     _need(out == x.shape, f"the first operand must have the result's shape {list(out)} "
           f"(only b broadcasts), got {x}")
-    return [x]
+    return [TensorType(_y(a), x.shape)]
 
 
 def _ref_add(xs: Sequence[np.ndarray | None], a: Attrs) -> list[np.ndarray]:
     xa, xb = (np.asarray(v, np.int64) for v in xs)
-    return [_i8(qmath.add_ref(xa, a["a_zp"], a["a_mult"], a["a_shift"], xb, a["b_zp"],
-                              a["b_mult"], a["b_shift"], a["y_zp"], a["lo"], a["hi"]))]
+    return [_as(qmath.add_ref(xa, a["a_zp"], a["a_mult"], a["a_shift"], xb, a["b_zp"],
+                              a["b_mult"], a["b_shift"], a["y_zp"], a["lo"], a["hi"]), a)]
 
 
 _AB = {"a_zp": AttrDef("int", 0), "b_zp": AttrDef("int", 0), "y_zp": AttrDef("int", 0)}
 ADD = defop(
     "npu.add", ("a", "b"), _infer_binary, _ref_add,
-    "ADD (b broadcasts periodically over a's memory order): qmath.add_ref.",
+    "ADD (b broadcasts periodically over a's memory order): qmath.add_ref. With an i16 operand "
+    "or result: RESCALE of each operand to int32 and IADD >> 8.",
     attrs={**_AB, "a_mult": AttrDef("int"), "a_shift": AttrDef("int"), "b_mult": AttrDef("int"),
-           "b_shift": AttrDef("int"), **_CLAMP, **_COMMON}, traits=("elementwise", "npu"))
+           "b_shift": AttrDef("int"), **_CLAMP, **_YB, **_COMMON},
+    traits=("elementwise", "npu"))
 
 
 def _ref_mul(xs: Sequence[np.ndarray | None], a: Attrs) -> list[np.ndarray]:
     xa, xb = (np.asarray(v, np.int64) for v in xs)
-    return [_i8(qmath.mul_ref(xa, a["a_zp"], xb, a["b_zp"], a["mult"], a["shift"], a["y_zp"],
-                              a["lo"], a["hi"]))]
+    return [_as(qmath.mul_ref(xa, a["a_zp"], xb, a["b_zp"], a["mult"], a["shift"], a["y_zp"],
+                              a["lo"], a["hi"]), a)]
 
 
 MUL = defop(
-    "npu.mul", ("a", "b"), _infer_binary, _ref_mul, "MUL (b broadcasts): qmath.mul_ref.",
-    attrs={**_AB, "mult": AttrDef("int"), "shift": AttrDef("int"), **_CLAMP, **_COMMON},
+    "npu.mul", ("a", "b"), _infer_binary, _ref_mul,
+    "MUL (b broadcasts): qmath.mul_ref. With an i16 operand or result: IMUL (an i8 operand "
+    "with a zero point is first RESCALEd to i16).",
+    attrs={**_AB, "mult": AttrDef("int"), "shift": AttrDef("int"), **_CLAMP, **_YB, **_COMMON},
     traits=("elementwise", "npu"))
 
 
@@ -216,11 +247,11 @@ MUL = defop(
 def _infer_concat(types: Sequence[TensorType | None], a: Attrs) -> list[TensorType]:
     xs = [_t(types, i) for i in range(len(types))]
     rank, ax = xs[0].rank, a["axis"]
-    _need(0 <= ax < rank and all(t.rank == rank and t.dtype == DType.I8 for t in xs),
-          f"npu.concat needs i8 operands of one rank and 0 <= axis < rank, got {ax}")
+    _need(0 <= ax < rank and all(t.rank == rank and t.dtype in ACTS for t in xs),
+          f"npu.concat needs i8/i16 operands of one rank and 0 <= axis < rank, got {ax}")
     for key in ("x_zps", "mults", "shifts"):
         _need(len(a[key]) == len(xs), f"attr '{key}' needs {len(xs)} ints")
-    return [TensorType(DType.I8, xs[0].shape[:ax] + (sum(t.shape[ax] for t in xs),)
+    return [TensorType(_y(a), xs[0].shape[:ax] + (sum(t.shape[ax] for t in xs),)
                        + xs[0].shape[ax + 1:])]
 
 
@@ -233,7 +264,8 @@ CONCAT = defop(
     "npu.concat", ("xs*",), _infer_concat, _ref_concat,
     "RESCALE + COPY of every operand into its slice of the result (identity rescales skipped).",
     attrs={"axis": AttrDef("int"), "x_zps": AttrDef("ints"), "mults": AttrDef("ints"),
-           "shifts": AttrDef("ints"), "y_zp": AttrDef("int", 0), **_COMMON}, traits=("npu",))
+           "shifts": AttrDef("ints"), "y_zp": AttrDef("int", 0), **_YB, **_COMMON},
+    traits=("npu",))
 
 COPY = defop(
     "npu.copy", ("x",), lambda ts, a: [_t(ts, 0)], lambda xs, a: [np.asarray(xs[0])],
