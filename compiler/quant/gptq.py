@@ -27,18 +27,18 @@ DAMP = 0.01  # H += DAMP * mean(diag H) * I (GPTQ's dampening)
 BLOCK = 128  # lazy-batch width of the column loop
 
 
-def _targets(g: Graph) -> list[Node]:
+def targets(g: Graph) -> list[Node]:
     """conv and dense nodes with constant weights."""
     consts = {n.outputs[0] for n in g.nodes if n.op.name == "const"}
     return [n for n in g.nodes if n.op.name in ("conv", "dense") and n.operand("w") in consts
             and n.inputs[0] not in consts]
 
 
-def _keys(g: Graph) -> dict[Value, str]:
+def target_keys(g: Graph) -> dict[Value, str]:
     """Each target's weight value -> its key: the weight's name, else the layer output's name
     + '.w' (both do not depend on the input shape); weights of neither are skipped."""
     out = {}
-    for n in _targets(g):
+    for n in targets(g):
         w = n.operand("w")
         assert w is not None
         key = w.name or (f"{n.output.name}.w" if n.output.name else "")
@@ -75,9 +75,9 @@ def hessians(g: Graph, data: Iterable[Mapping[str, np.ndarray]],
              seed: int = 0) -> dict[Value, list[np.ndarray]]:
     """Per target weight value, per group, H = sum X^T X over `data`."""
     rng = np.random.default_rng(seed)
-    targets = _targets(g)
+    nodes = targets(g)
     wanted: dict[Value, list[Node]] = {}
-    for n in targets:
+    for n in nodes:
         wanted.setdefault(n.inputs[0], []).append(n)
     hs: dict[Value, list[np.ndarray]] = {}
 
@@ -138,16 +138,16 @@ def gptq_round(w: np.ndarray, h: np.ndarray, scale: np.ndarray) -> np.ndarray:
 def gptq_weights(g: Graph, data: Iterable[Mapping[str, np.ndarray]],
                  seed: int = 0) -> dict[str, np.ndarray]:
     """The GPTQ-rounded float weights (module docstring) of g's conv and dense layers, by key
-    (`_keys`: names, which do not depend on the input shape, so one set serves every shape)."""
+    (`target_keys`: names, which do not depend on the input shape, so one set serves every shape)."""
     hs = hessians(g, data, seed)
-    targets = {n.operand("w"): n for n in _targets(g)}
-    keys = _keys(g)
+    by_w = {n.operand("w"): n for n in targets(g)}
+    keys = target_keys(g)
     out: dict[str, np.ndarray] = {}
     for c in g.nodes:
         v = c.outputs[0] if c.op.name == "const" else None
         if v is None or v not in keys or v not in hs:
             continue
-        n = targets[v]
+        n = by_w[v]
         w = np.asarray(c.attrs["value"], np.float64)
         groups = n.attr("group") if n.op.name == "conv" else 1
         flat = w.reshape(w.shape[0], -1)
@@ -158,13 +158,13 @@ def gptq_weights(g: Graph, data: Iterable[Mapping[str, np.ndarray]],
                                        scale[gi * mg:(gi + 1) * mg]) for gi in range(groups)])
         out[keys[v]] = (q.astype(np.float64) * scale.reshape(-1, 1)).reshape(w.shape).astype(
             c.attrs["value"].dtype)
-    log.info("gptq: %d of %d weights rounded with error feedback", len(out), len(targets))
+    log.info("gptq: %d of %d weights rounded with error feedback", len(out), len(by_w))
     return out
 
 
 def with_weights(g: Graph, weights: Mapping[str, np.ndarray]) -> Graph:
     """g with the layer weights keyed in `weights` (gptq_weights) replaced (same shapes)."""
-    keys = _keys(g)
+    keys = target_keys(g)
     out = Graph(list(g.inputs), [], list(g.outputs), g.name)
     for c in g.nodes:
         v = c.outputs[0] if c.op.name == "const" else None
