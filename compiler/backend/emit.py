@@ -194,7 +194,10 @@ class KernelEmitter:
         if n1 == 1 or (ds1 == n0 and ss1 == n0):
             self._contig(emit, dram, sram, n0 * n1)
             return
-        assert n0 <= MAX16
+        if n0 > MAX16:  # rows longer than the n0 field (int16 data): each row in pieces
+            for r in range(n1):
+                self._contig(emit, dram + r * ds1, sram + r * ss1, n0)
+            return
         for r in range(0, n1, MAX16):
             emit(dram + r * ds1, sram + r * ss1, n0, min(MAX16, n1 - r), ds1, ss1)
 

@@ -86,7 +86,7 @@ class TailMixin(KernelEmitter):
                 else:
                     aux = ("periodic", self.periodic(b), b.type.size)
                 if wide_binary(n):  # scratch of the decomposition (apply)
-                    big = max(rows * cb, b.type.size)
+                    big = rows * cb if aux[0] == "full" else b.type.size
                     if n.op.name == "npu.add":
                         _check_add_bound(n)
                         aux = (*aux, (self.alloc(4 * rows * cb), self.alloc(4 * big)))

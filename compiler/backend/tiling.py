@@ -16,6 +16,7 @@ from ocrc.compiler.backend.emit_kernels import EMITTERS, Misfit
 from ocrc.compiler.backend.emit_lstm import LstmEmitter
 from ocrc.compiler.backend.memory import Kernel, Storage
 from ocrc.compiler.backend.moves import MoveEmitter, copy_plan
+from ocrc.compiler.ir.graph import Node
 from ocrc.runtime.errors import OcrcError
 
 UNLIMITED = 1 << 40
@@ -67,7 +68,7 @@ def reduction_splits(kernel: Kernel, ctx: Ctx) -> list[list[dict[str, Any]]]:
     crowd the SRAM (resnet50, vgg19 on npu-lite). Tried only when no plain tiling fits half
     the SRAM (they reload weights per band; dry runs of small tiles are slow)."""
     n = kernel.anchor
-    if n.op.name != "npu.conv" or n.attr("group") != 1:
+    if n.op.name != "npu.conv" or n.attr("group") != 1 or x_wide(n):
         return []
     _, cin, _, _ = n.inputs[0].type.shape  # type: ignore[union-attr]
     _, cout, ho, _ = n.output.type.shape
@@ -83,6 +84,11 @@ def reduction_splits(kernel: Kernel, ctx: Ctx) -> list[list[dict[str, Any]]]:
             group.append({"rb": rbs[-1], "cb": cb, "order": "bands", "kc": kc, "db": False})
         out.append(group)
     return out
+
+
+def x_wide(n: Node) -> bool:
+    """A MAC with an int16 input (the wide accumulator: no int32 partial sums)."""
+    return n.inputs[0].type.dtype.np.itemsize == 2  # type: ignore[union-attr]
 
 
 def candidates(kernel: Kernel, ctx: Ctx) -> list[dict[str, Any]]:
@@ -116,7 +122,12 @@ def candidates(kernel: Kernel, ctx: Ctx) -> list[dict[str, Any]]:
         nn_, k = w.type.shape
         m = n.inputs[0].type.size // k  # type: ignore[union-attr]
         out = [{"mb": mb, "nb": nb} for nb in _splits(nn_, cols, 10) for mb in _splits(m, 1, 4)]
-        if 2 * cols * k > ctx.target.sram_bytes // 4:  # weight rows too long: split K as well
+        if 2 * cols * k > ctx.target.sram_bytes // 4 and x_wide(n):
+            # weight rows too long, and an int16 input's wide accumulator cannot split K:
+            # column blocks narrower than the array instead (vgg19's fc6 on npu)
+            out += [{"mb": mb, "nb": nb} for nb in (cols // 2, cols // 4, cols // 8) if nb
+                    for mb in _splits(m, 1, 4)]
+        elif 2 * cols * k > ctx.target.sram_bytes // 4:  # weight rows too long: split K too
             out += [{"mb": mb, "nb": nb, "kb": kb} for nb in _splits(nn_, cols, 10)[-3:]
                     for mb in _splits(m, 1, 4) for kb in _splits(k, 64, 6)[1:]]
         return out

@@ -21,7 +21,7 @@ from ocrc.runtime.cycles import insn_cycles
 from ocrc.runtime.isa import COL, N_COLS, Opcode
 from ocrc.runtime.target import load_target
 
-from tests.backend.helpers import TARGETS, G, check_exact, quantise
+from tests.backend.helpers import TARGETS, G, check_exact, quantise, tiny_target
 
 
 def quantise16(g: Graph, spec: str) -> Graph:
@@ -165,3 +165,16 @@ def test_int16_mac_cycles_at_the_int16_rate() -> None:
         assert wide == m.insn(op, **f, in_dt=1) == round(1 / t.int16_rate) * m.insn(op, **f)
     res, stats = check_exact(quantise16(conv_chain(), "all"), t)
     assert abs(res.estimate - stats.total_cycles) <= 0.1 * stats.total_cycles
+
+
+def test_wide_layers_fit_a_small_sram() -> None:
+    """An int16-input dense whose weight rows crowd the SRAM cannot split K (the wide
+    accumulator): narrower column blocks fit instead; an int16 residual add needs scratch for
+    a tile, not for the whole operand."""
+    m = G((1, 1024))
+    y = m.op("dense", m.x, m.w(8, 1024, sc=0.05), m.w(8, sc=0.1), out_name="y")
+    check_exact(quantise16(m.graph(y), "all"), tiny_target(8192))
+    m = G((1, 4, 32, 32))
+    c = m.conv(m.x, 4, pads=(1, 1, 1, 1), out_name="c")
+    r = m.op("add", m.conv(c, 4, pads=(1, 1, 1, 1), out_name="c2"), c, out_name="r")
+    check_exact(quantise16(m.graph(r), "all"), tiny_target(16384))
