@@ -104,7 +104,7 @@ def quant_report(float_graph: Graph, qres: QuantResult,
     consts = {n.outputs[0]: n.attrs["value"] for n in qg.nodes if n.op.name == "const"}
     float_of = {id(qv): name for name, qv in qres.qvalue.items()}
     layer_of = dict(qres.layers)
-    names = set(qres.qvalue)
+    names = {k for k in qres.qvalue if k}  # unnamed values (an LSTM's unused Y_h) all share ""
     entire = {k: _Acc() for k in names}
     single = {k: _Acc() for k in names}
     qnames = {k: qres.qvalue[k] for k in names}

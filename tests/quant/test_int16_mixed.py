@@ -203,6 +203,9 @@ def test_cli_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert main(base + ["--quant-int16", "all", "-t", "npu", "-o", str(tmp_path / "m.npu")]) == 0
     assert load_program(tmp_path / "m.npu").inputs[0].dtype == "int16"
     capsys.readouterr()
+    # auto measures the layers (quant_report) of the demo CRNN, whose LSTM leaves Y_h/Y_c
+    # unnamed, then compiles for the NPU
+    assert main(base + ["--quant-int16", "auto", "-t", "npu", "-o", str(tmp_path / "a.npu")]) == 0
     np.save(tmp_path / "x.npy", rng.random((1, 1, 32, 32)).astype(np.float32))
     assert main(["run", str(tmp_path / "m.npu"), "--input", f"image={tmp_path / 'x.npy'}",
                  "-o", str(tmp_path / "out.npz")]) == 0
