@@ -7,7 +7,9 @@ here: convs and pools work on NHWC, GEMMs on row-major rows; reshape/transpose s
 views where the layout allows and an `npu.copy` is inserted where it does not. Elementwise ops
 that only post-process a kernel's tile are marked `fused`. `quantize`/`dequantize` stay: they are
 the program's I/O descriptors; float ops after the output dequantise are the host tail.
-An op the NPU cannot run raises UnsupportedOpError naming it.
+int16 activations (docs/quantization.md §8) lower to the same npu ops with `y_bits` and, for an
+int16 MAC input, an i64[3, N] block (the wide accumulator's i64 bias); elementwise ops fuse only
+when they keep the element type. An op the NPU cannot run raises UnsupportedOpError naming it.
 """
 
 from __future__ import annotations
