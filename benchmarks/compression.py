@@ -81,6 +81,7 @@ class Row:
     float_passes: str  # compression pipeline on the float graph ("" = none)
     int8_passes: str = ""  # after quantize (weight sharing)
     auto_budget: float | None = None  # choose float_passes on the tuning set
+    grams: bool = False  # the passes read calibration input statistics (lowrank whiten=true)
 
 
 ROWS = [
@@ -90,6 +91,10 @@ ROWS = [
     Row("int8 + 78% unstructured (LSTM + Gemm)", "prune{sparsity=0.78,ops=dense+lstm}"),
     Row("int8 + 2:4 (LSTM + Gemm)", "prune{nm=2:4,ops=dense+lstm}"),
     Row("int8 + 25% structured filters (conv backbone)", "prune-structured{sparsity=0.25}"),
+    Row("int8 + low-rank LSTM R (rank 128, whitened)",
+        "lowrank{layers=LSTM_79.R:128,whiten=true}", grams=True),
+    Row("int8 + low-rank Gemm (energy 0.90) + LSTM R (rank 128, whitened)",
+        "lowrank{energy=0.9,ops=dense},lowrank{layers=LSTM_79.R:128,whiten=true}", grams=True),
     Row("int8 + auto (budget 1 point)", "", auto_budget=1.0),
     Row("int8 + auto (budget 3 points)", "", auto_budget=3.0),
     Row("int8 + auto (budget 1) + 16-centroid sharing (all but the Gemm) + Huffman", "",
@@ -164,10 +169,12 @@ def run_batches(model: Model, xs: Sequence[np.ndarray], make: dict, build) -> li
     return outs  # type: ignore[return-value]
 
 
-def macs_of(model: Model, passes: str) -> tuple[int, int]:
+def macs_of(model: Model, passes: str,
+            grams: dict[str, np.ndarray] | None = None) -> tuple[int, int]:
     """Dense and nonzero-weight MACs per image at width MAC_WIDTH."""
     g = model.graph(2, MAC_WIDTH)
-    g = run_passes(g, parse_pipeline(passes), PassContext()) if passes else g
+    ctx = PassContext(options={"input_grams": grams or {}})
+    g = run_passes(g, parse_pipeline(passes), ctx) if passes else g
     dense = nonzero = 0
     for n in g.nodes:
         m = node_macs(n) // 2
@@ -205,7 +212,8 @@ def choose_auto(model: Model, task, budget: float) -> str:
 
 def evaluate_row(model: Model, task, row: Row, passes: str, images: Sequence[np.ndarray],
                  labels: Sequence[str], fp32: Sequence[str], calib: Sequence[np.ndarray],
-                 quant: QuantSetting = QuantSetting()) -> Result:
+                 quant: QuantSetting = QuantSetting(),
+                 grams: dict[str, np.ndarray] | None = None) -> Result:
     t0 = time.time()
     res = Result(row.name, ",".join(p for p in (passes, row.int8_passes) if p))
 
@@ -213,8 +221,8 @@ def evaluate_row(model: Model, task, row: Row, passes: str, images: Sequence[np.
 
     def compress(g: Graph) -> Graph:
         if id(g) not in done:  # the base graphs live as long as the Model
-            done[id(g)] = run_passes(g, parse_pipeline(passes), PassContext(verify_each=False)) \
-                if passes else g
+            ctx = PassContext(options={"input_grams": grams or {}}, verify_each=False)
+            done[id(g)] = run_passes(g, parse_pipeline(passes), ctx) if passes else g
         return done[id(g)]
 
     fouts = run_batches(model, images, {}, compress)
@@ -258,7 +266,7 @@ def evaluate_row(model: Model, task, row: Row, passes: str, images: Sequence[np.
     res.weight_bytes = sum(r.nbytes for r in rows)
     res.other_bytes = other_const_bytes(q)
     res.formats = {r.layer: f"{r.fmt} {r.sparsity:.2f} {r.dense}->{r.nbytes}" for r in rows}
-    res.macs, res.macs_nonzero = macs_of(model, passes)
+    res.macs, res.macs_nonzero = macs_of(model, passes, grams)
     res.seconds = time.time() - t0
     return res
 
@@ -382,12 +390,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     for k, row in enumerate(ROWS):
         if k not in pick and row.name in old:
             results.append(Result(**old[row.name]))
+    grams = calibration_grams(model, calib) if any(ROWS[k].grams for k in pick) else None
     for k in pick:
         row = ROWS[k]
         passes = row.float_passes
         if row.auto_budget is not None:
             passes = choose_auto(model, task, row.auto_budget)
-        res = evaluate_row(model, task, row, passes, images, labels, fp32, calib, quant)
+        res = evaluate_row(model, task, row, passes, images, labels, fp32, calib, quant,
+                           grams if row.grams else None)
         log.info("%s: %s", row.name, json.dumps(asdict(res)))
         results.append(res)
         results.sort(key=lambda r: [x.name for x in ROWS].index(r.name))
