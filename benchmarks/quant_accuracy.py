@@ -39,7 +39,6 @@ from ocrc.compiler.quant.equalize import channel_absmax, equalize
 from ocrc.compiler.quant.gptq import gptq_weights, with_weights
 from ocrc.compiler.quant.mixed import DEFAULT_THRESHOLD, Int16Plan, select_int16
 from ocrc.compiler.quant.report import quant_report
-from ocrc.compiler.quant.rounding import dc_weights
 from ocrc.frontend import import_onnx
 from ocrc.frontend.zoo import fetch_model
 
@@ -58,7 +57,7 @@ class OcrcInt8:
 
     def __init__(self, task: OcrTask, method: str, equalize: bool, int16: str = "none",
                  threshold: float = DEFAULT_THRESHOLD, gptq: bool = False,
-                 bias_correction: bool = False, dc: bool = False) -> None:
+                 bias_correction: bool = False) -> None:
         self.path = fetch_model(task.model)
         self.input = onnx.load(str(self.path), load_external_data=False).graph.input[0].name
         self.method = method
@@ -67,7 +66,6 @@ class OcrcInt8:
         self.gptq = gptq
         self.gptq_w: dict[str, np.ndarray] = {}
         self.bias_correction = bias_correction
-        self.dc = dc
         self.bias_errors: dict[str, np.ndarray] = {}
         self.plan = Int16Plan()
         self.prepared: dict[tuple[int, ...], Graph] = {}
@@ -94,8 +92,6 @@ class OcrcInt8:
         weights GPTQ-rounded (compiler/quant/gptq.py; one set, from the most common shape)."""
         if shape not in self.floats:
             g = self.reference_graph(shape)
-            if self.dc:
-                g = with_weights(g, dc_weights(g))
             self.floats[shape] = with_weights(g, self.gptq_w) if self.gptq else g
         return self.floats[shape]
 
@@ -141,18 +137,16 @@ class OcrcInt8:
         return self.qdq[x.shape](x)
 
 
-def parse_setting(text: str) -> tuple[str, bool, str, float, bool, bool, bool]:
-    """METHOD[+eq][+int16[@DB]|+int16all][+gptq|+dc][+bc] -> (method, equalise, int16 spec,
-    threshold, gptq, bias correction, dc rounding)."""
+def parse_setting(text: str) -> tuple[str, bool, str, float, bool, bool]:
+    """METHOD[+eq][+int16[@DB]|+int16all][+gptq][+bc] -> (method, equalise, int16 spec,
+    threshold, gptq, bias correction)."""
     method, *flags = text.split("+")
-    eq, int16, threshold, gptq, bc, dc = False, "none", DEFAULT_THRESHOLD, False, False, False
+    eq, int16, threshold, gptq, bc = False, "none", DEFAULT_THRESHOLD, False, False
     for f in flags:
         if f == "eq":
             eq = True
         elif f == "bc":
             bc = True
-        elif f == "dc":
-            dc = True
         elif f == "gptq":
             gptq = True
         elif f == "int16all":
@@ -163,10 +157,8 @@ def parse_setting(text: str) -> tuple[str, bool, str, float, bool, bool, bool]:
                 threshold = float(f.removeprefix("int16@"))
         else:
             raise SystemExit(f"--settings {text!r}: unknown flag {f!r} (eq, int16[@DB], "
-                             "int16all, gptq, dc, bc)")
-    if gptq and dc:
-        raise SystemExit(f"--settings {text!r}: gptq and dc are two roundings; choose one")
-    return method, eq, int16, threshold, gptq, bc, dc
+                             "int16all, gptq, bc)")
+    return method, eq, int16, threshold, gptq, bc
 
 
 def evaluate(task_name: str, settings: list[str],
@@ -186,8 +178,8 @@ def evaluate(task_name: str, settings: list[str],
         ("ort quantize_static int8 QDQ, LSTM float", ort8, None)]
     mixed = []
     for text in settings:
-        method, eq, int16, threshold, gptq, bc, dc = parse_setting(text)
-        ocrc = OcrcInt8(task, method, eq, int16, threshold, gptq, bc, dc)
+        method, eq, int16, threshold, gptq, bc = parse_setting(text)
+        ocrc = OcrcInt8(task, method, eq, int16, threshold, gptq, bc)
         t0 = time.perf_counter()
         ocrc.calibrate(calib)
         t_cal = time.perf_counter() - t0
@@ -196,7 +188,6 @@ def evaluate(task_name: str, settings: list[str],
         t_run = (time.perf_counter() - t0) / len(samples)
         qdq = recognize(task, ocrc.qdq_recognizer, (s.image for s in samples))
         label = (f"{method}{', equalised' if eq else ''}{', GPTQ weights' if gptq else ''}"
-                 f"{', DC-preserving rounding' if dc else ''}"
                  f"{', bias-corrected' if bc else ''}")
         kind = "int8"
         if int16 != "none":
@@ -235,13 +226,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     ap.add_argument("--settings", nargs="+", default=["minmax", "mse", "mse+eq"],
-                    metavar="METHOD[+eq][+int16[@DB]|+int16all][+gptq|+dc][+bc]",
+                    metavar="METHOD[+eq][+int16[@DB]|+int16all][+gptq][+bc]",
                     help="activation range methods to evaluate (minmax, percentile, entropy, "
                          "mse, auto), +eq for cross-layer equalisation first, +int16@DB for "
                          "mixed precision (int16 where the all-int8 single-mode SQNR is below "
                          "DB; default 30), +int16all for every activation in int16, +gptq for "
-                         "error-feedback (GPTQ) int8 weight rounding, +dc for DC-preserving "
-                         "conv weight rounding, +bc for empirical bias "
+                         "error-feedback (GPTQ) int8 weight rounding, +bc for empirical bias "
                          "correction (default: minmax mse mse+eq)")
     ap.add_argument("--limit", type=int, help="evaluate only the first N images")
     ap.add_argument("--no-write", action="store_true", help="print only")

@@ -109,9 +109,6 @@ def add_quant_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--quant-gptq", action="store_true",
                    help="round the int8 weights with error feedback (GPTQ) on calibration "
                         "data instead of to nearest")
-    g.add_argument("--quant-dc-rounding", action="store_true",
-                   help="round k x k conv weights so that each kernel slice keeps its sum "
-                        "(its response to a flat input) instead of to nearest")
     g.add_argument("--quant-bias-correction", action="store_true",
                    help="shift each conv/dense int32 bias by its output's mean error on "
                         "calibration data (empirical bias correction)")
@@ -153,7 +150,6 @@ def quant_passes(graph: Graph, args: argparse.Namespace, ctx: PassContext) -> li
     eq = ",equalize=true" if getattr(args, "quant_equalize", False) else ""
     eq += ",gptq=true" if getattr(args, "quant_gptq", False) else ""
     eq += ",bias_correction=true" if getattr(args, "quant_bias_correction", False) else ""
-    eq += ",dc_rounding=true" if getattr(args, "quant_dc_rounding", False) else ""
     return build_pipeline(f"quantize{{method={args.quant_method}{eq}{_int16_options(args)}}}")
 
 

@@ -29,7 +29,6 @@ from ocrc.compiler.quant.mixed import DEFAULT_RATE, DEFAULT_THRESHOLD, parse_int
 from ocrc.compiler.quant.observers import DEFAULT_PERCENTILE, METHODS
 from ocrc.compiler.quant.quantizer import prepare, quantize_graph
 from ocrc.compiler.quant.report import quant_report
-from ocrc.compiler.quant.rounding import dc_rounding
 
 log = logging.getLogger(__name__)
 REPORT_SAMPLES = 8  # calibration samples the --quant-report compares on
@@ -58,7 +57,6 @@ class Quantize(Pass):
     equalize: bool = False  # cross-layer equalisation with per-channel tables (helps PP-OCR)
     bias_correction: bool = False  # empirical per-channel bias correction (single mode)
     gptq: bool = False  # error-feedback (GPTQ) rounding of the int8 weights
-    dc_rounding: bool = False  # k x k conv kernels keep their DC gain (data-free rounding)
     # Mixed precision (docs/quantization.md §8): none, all, auto or LAYER+LAYER; auto promotes
     # the layers whose single-mode SQNR is below int16_threshold dB, cheapest first, while the
     # MAC cycles stay within 1 + int16_budget times the all-int8 ones (costed at int16_rate).
@@ -95,13 +93,8 @@ class Quantize(Pass):
         if self.equalize and samples is not None:
             prepared = equalize(prepared, channel_absmax(prepared, samples[:EQ_SAMPLES]))
         reference = prepared  # what the report compares with (float-equivalent to g)
-        if self.gptq and self.dc_rounding:
-            raise PassError("quantize: gptq and dc_rounding are two roundings of the same "
-                            "weights; choose one")
         if self.gptq and samples is not None:
             prepared = gptq(prepared, samples[:EQ_SAMPLES])
-        if self.dc_rounding:
-            prepared = dc_rounding(prepared)
         if samples is None:
             table = data
         else:
