@@ -26,8 +26,10 @@ from ocrc.compiler.ir.interp import run
 from ocrc.compiler.ir.ops.counts import node_macs
 from ocrc.compiler.passes import PassContext, parse_pipeline, run_passes
 from ocrc.compiler.pipeline import optimize
-from ocrc.compiler.quant import CalibTable, calibrate, prepare
+from ocrc.compiler.quant import CalibTable, calibrate, prepare, quantize_graph
+from ocrc.compiler.quant.checks import verify_quantized
 from ocrc.compiler.quant.equalize import channel_absmax, equalize
+from ocrc.compiler.quant.mixed import Int16Plan, select_int16
 from ocrc.frontend import import_onnx
 from ocrc.frontend.zoo import cache_dir
 from ocrc.runtime.program import Program, load_program
@@ -38,6 +40,7 @@ from ocrc.runtime.vm import VM
 log = logging.getLogger(__name__)
 Shape = tuple[int, ...]
 SOURCE_SUFFIXES = (".py", ".toml", ".lark")
+INT16_SAMPLES = 8  # calibration inputs of the most common shape that choose the int16 values
 
 
 @functools.cache
@@ -79,9 +82,11 @@ class OcrcModel:
     pipeline, "" for none). Call `calibrate` before anything int8."""
 
     def __init__(self, path: Path, passes: str = "", method: str = "minmax",
-                 name: str = "model", equalize: bool = False) -> None:
+                 name: str = "model", equalize: bool = False, int16: str = "none") -> None:
         self.path, self.passes, self.method, self.name = path, passes, method, name
         self.equalize = equalize  # cross-layer equalisation before calibration
+        self.int16 = int16  # mixed precision: quantize{int16=...} (docs/quantization.md §8)
+        self.plan = Int16Plan()  # the values kept in int16, chosen at calibration
         self.absmax: dict[str, np.ndarray] = {}  # its channel statistics, over every shape
         self._prepared: dict[Shape, Graph] = {}
         self.proto = onnx.load(str(path))
@@ -126,6 +131,11 @@ class OcrcModel:
         for shape in sorted(by_shape):
             calibrate(self.prepared_graph(shape), by_shape[shape], table, progress=False)
         self.table = table
+        if self.int16 != "none":  # chosen once, on the most common calibration shape
+            shape = max(sorted(by_shape), key=lambda s: len(by_shape[s]))
+            self.plan = select_int16(self.prepared_graph(shape), table, self.int16,
+                                     by_shape[shape][:INT16_SAMPLES], self.method)
+            log.info("%s: %s", self.name, self.plan.summary())
         self.calib_digest = arrays_digest(inputs)
         self._quant.clear()
 
@@ -141,11 +151,17 @@ class OcrcModel:
         if self.table is None:
             raise RuntimeError(f"{self.name}: calibrate() before quantising")
         if shape not in self._quant:
-            ctx = PassContext(options={"calibration": self.table, "progress": False},
-                              verify_each=False)
-            self._quant[shape] = run_passes(
-                self.prepared_graph(shape), parse_pipeline(f"quantize{{method={self.method}}}"),
-                ctx)
+            if self.plan.values:
+                q = quantize_graph(self.prepared_graph(shape), self.table, self.method,
+                                   int16=self.plan.values).graph
+                verify_quantized(q)
+                self._quant[shape] = q
+            else:
+                ctx = PassContext(options={"calibration": self.table, "progress": False},
+                                  verify_each=False)
+                self._quant[shape] = run_passes(
+                    self.prepared_graph(shape),
+                    parse_pipeline(f"quantize{{method={self.method}}}"), ctx)
         return self._quant[shape]
 
     # --- programs -------------------------------------------------------------------------
@@ -153,7 +169,7 @@ class OcrcModel:
         target = load_target(preset)
         text = json.dumps({"model": file_digest(self.path), "shape": list(shape),
                            "passes": self.passes, "method": self.method,
-                           "equalize": self.equalize,
+                           "equalize": self.equalize, "int16": self.plan.values,
                            "calib": self.calib_digest, "target": target.hash,
                            "ocrc": source_digest()}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:20]

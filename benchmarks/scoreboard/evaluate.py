@@ -249,14 +249,15 @@ class UnitRun:
                  self.res.float_bytes, "ONNX", macs, seconds=time.perf_counter() - t0)
 
     def variant_model(self, comp: Compression) -> OcrcModel:
-        if not comp.passes and not comp.auto:
+        if not comp.passes and not comp.auto and comp.int16 == "none":
             return self.base
         passes = comp.passes
         if comp.auto:
             passes = self.base.resolve_auto(comp.auto, self.ref.shape, self.calib)
             log.info("%s: %s chose %s", self.spec.key, comp.auto, passes)
         return OcrcModel(self.path, passes=passes, name=self.spec.key,
-                         method=self.spec.quant_method, equalize=self.spec.equalize)
+                         method=self.spec.quant_method, equalize=self.spec.equalize,
+                         int16=comp.int16)
 
     def int8_variant(self, comp: Compression) -> None:
         """Calibrate, compile per input width, read the data set in the VM on the default
@@ -282,7 +283,8 @@ class UnitRun:
         row = self.row(comp.name, preds, m.program_bytes(self.ref.shape, preset),
                        ".npu program", graph_macs(m.float_graph(self.ref.shape)),
                        npu_ms=1e3 * float(np.mean(lat)), golden=f"{same}/{checked}",
-                       passes=m.passes)
+                       passes=m.passes or (f"quantize{{int16={m.int16}}}: {m.plan.summary()}"
+                                           if m.int16 != "none" else ""))
         row.compact_bytes = sum(r.nbytes for r in storage_report(q)) + other_const_bytes(q)
         if same != checked:
             self.res.notes.append(f"{comp.name} on {self.ds}: the VM differs from the golden "

@@ -34,6 +34,7 @@ class Compression:
     name: str
     passes: str = ""
     auto: str = ""
+    int16: str = "none"  # mixed precision (quantize{int16=...}): none, auto, all
 
 
 @dataclass(frozen=True)
@@ -93,11 +94,13 @@ DDDDOCR_COMPRESSIONS = (
                 "prune-structured{sparsity=0.25}"),
     Compression("int8 + auto (budget 1 point, LSTM + Gemm)",
                 auto="compress-auto{budget=1,ops=dense+lstm}"),
+    Compression("int8/int16 mixed (auto < 30 dB)", int16="auto"),
 )
 PPOCR_COMPRESSIONS = (
     Compression("int8 + 50% unstructured (LSTM + FC)", "prune{sparsity=0.5,ops=dense+lstm}"),
     Compression("int8 + 25% structured filters (conv backbone)",
                 "prune-structured{sparsity=0.25}"),
+    Compression("int8/int16 mixed (auto < 30 dB)", int16="auto"),
 )
 
 REAL: dict[str, ModelSpec] = {
