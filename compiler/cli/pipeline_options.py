@@ -116,7 +116,7 @@ def add_quant_options(p: argparse.ArgumentParser) -> None:
                    help="mixed precision: keep int16 activations for the layers whose "
                         "single-mode SQNR is below --int16-threshold (auto), every layer (all) "
                         "or the named ones, where the target declares an int16 MAC mode "
-                        "(default: none; the NPU backend does not lower int16 yet)")
+                        "(default: none)")
     g.add_argument("--int16-threshold", type=float, default=None, metavar="DB",
                    help="SQNR threshold of --quant-int16 auto (default: 30 dB)")
     g.add_argument("--int16-budget", type=float, default=None, metavar="X",
