@@ -53,8 +53,8 @@ def _single(opcode: Opcode, image: np.ndarray, **fields: int) -> Program:
 
 
 def base_programs() -> list[bytes]:
-    """Small valid programs covering every unit (conv on both MAC paths, matmul, the vector
-    ops, a bitmask weight stream)."""
+    """Small valid programs covering every unit (conv on both MAC paths and the depthwise
+    kernel, matmul, the vector ops, a bitmask weight stream)."""
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, IMAGE).astype(np.uint8)
     img[4096:4096 + 12 * 64].view(np.int32)[:] = 0  # qp blocks: bias 0,
@@ -66,6 +66,7 @@ def base_programs() -> list[bytes]:
     progs = [
         _single(Opcode.CONV, img, dst=6144, **conv),
         _single(Opcode.CONV, img, dst=6144, **{**conv, "h": 8, "w": 8, "cout": 16}),  # sgemm
+        _single(Opcode.CONV, img, dst=6144, **{**conv, "cin": 8, "cout": 8, "groups": 8}),  # dw
         _single(Opcode.MATMUL, img, a=0, b=1024, qp=4096, dst=6144, m=32, n=8, k=48, a_rs=48,
                 d_rs=32, out=DType.I32, zx=-3),
         _single(Opcode.ADD, img, a=0, b=512, dst=6144, count=300, b_period=30, ma=1 << 30,

@@ -46,8 +46,8 @@ STATUS_TEXT = {
 
 # The runtime's files whose code or constants jitted code compiles in (register_jitable
 # helpers, C_* columns, P_* parameters, callees in other files).
-_JIT_SOURCES = ("isa.py", "isa_defs.py", "target.py", "qmath.py", "cycles.py", "kernels.py", "kernels_vec.py",
-                "kernels_weights.py", "vm.py")
+_JIT_SOURCES = ("isa.py", "isa_defs.py", "target.py", "qmath.py", "cycles.py", "kernels.py",
+                "kernels_dw.py", "kernels_vec.py", "kernels_weights.py", "vm.py")
 
 
 def drop_stale_cache(namespace: dict[str, Any]) -> None:

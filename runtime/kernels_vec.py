@@ -151,20 +151,48 @@ def _copy(sram, f):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True)
+def _lut8_direct(sram, src, dst, cnt, table, out_dt):  # type: ignore[no-untyped-def]
+    """One-table LUT on int8 input element by element, without int64 copies: the same result
+    as loading every input first when the output is disjoint from the input or is the input
+    itself (same element size), as _lut checks."""
+    v8 = sram.view(np.int8)
+    if out_dt == 0:
+        for i in range(cnt):
+            v8[U(dst + i)] = lut_ref(np.int64(v8[U(src + i)]), table)
+    else:
+        v16 = sram.view(np.int16)
+        b = dst // 2
+        for i in range(cnt):
+            v16[U(b + i)] = lut_ref(np.int64(v8[U(src + i)]), table)
+
+
+@njit(cache=True)
 def _lut(sram, f):  # type: ignore[no-untyped-def]
     cnt, out_dt = f[isa.C_COUNT], f[isa.C_OUT_DT]
     nt = max(f[isa.C_TABLES], 1)
     y = np.empty(cnt, np.int64)
+    # blocks of one table period: no modulo per element (one table: the whole count)
     if f[isa.C_IN_DT] == 1:  # int16 input: 513-entry int16 tables, interpolated
         table = ld(sram, f[isa.C_TABLE], LUT16_SIZE * nt, 1)
         x = ld(sram, f[isa.C_SRC], cnt, 1)
-        for i in range(cnt):
-            y[i] = lut16_ref(x[i], table[LUT16_SIZE * (i % nt):])
+        for i0 in range(0, cnt, nt):
+            for t in range(min(nt, cnt - i0)):
+                y[U(i0 + t)] = lut16_ref(x[U(i0 + t)], table[LUT16_SIZE * t:])
     else:
         table = ld(sram, f[isa.C_TABLE], 256 * nt, out_dt)
-        x = ld(sram, f[isa.C_SRC], cnt, 0)
-        for i in range(cnt):
-            y[i] = lut_ref(x[i], table[256 * (i % nt):])
+        src, dst = f[isa.C_SRC], f[isa.C_DST]
+        if nt == 1 and ((src == dst and out_dt == 0) or dst + (cnt << out_dt) <= src
+                        or src + cnt <= dst):
+            _lut8_direct(sram, src, dst, cnt, table, out_dt)
+            return
+        x = ld(sram, src, cnt, 0)
+        if nt == 1:
+            for i in range(cnt):
+                y[i] = lut_ref(x[i], table)
+        else:
+            for i0 in range(0, cnt, nt):
+                for t in range(min(nt, cnt - i0)):
+                    y[U(i0 + t)] = lut_ref(x[U(i0 + t)], table[256 * t:])
     st(sram, f[isa.C_DST], y, out_dt)
 
 

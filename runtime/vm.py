@@ -27,6 +27,7 @@ from ocrc.runtime.kernels import (
     drop_stale_cache,
     matmul,
 )
+from ocrc.runtime.kernels_dw import conv_dw, dw_applies
 from ocrc.runtime.kernels_vec import vector
 from ocrc.runtime.kernels_weights import loadw, predecode
 from ocrc.runtime.program import DTYPES, Program, TensorDesc
@@ -79,7 +80,10 @@ def run_fields(fields, queues, dram, sram, p, vovh, starts, ends):  # type: igno
             status = loadw(dram, sram, f)
             cyc = insn_cycles(f, p, vovh)
         elif op == Opcode.CONV:
-            status, cyc = conv(sram, f, p)
+            if dw_applies(f):
+                status, cyc = conv_dw(sram, f, p)
+            else:
+                status, cyc = conv(sram, f, p)
         elif op == Opcode.MATMUL:
             status, cyc = matmul(sram, f, p)
         elif op == Opcode.HALT:
