@@ -16,8 +16,15 @@ from numba import njit
 from ocrc.runtime import isa
 from ocrc.runtime.cycles import conv_out
 from ocrc.runtime.isa import DType, Sparse
-from ocrc.runtime.kernels import ST_NOT_2_4, ST_OK, U, _mac_cycles, _out_form, _qp_terms, \
-    drop_stale_cache
+from ocrc.runtime.kernels import (
+    ST_NOT_2_4,
+    ST_OK,
+    U,
+    _mac_cycles,
+    _out_form,
+    _qp_terms_v,
+    drop_stale_cache,
+)
 from ocrc.runtime.qmath import requantize
 
 
@@ -68,8 +75,9 @@ def conv_dw(sram, f, p):  # type: ignore[no-untyped-def]
     off = np.empty(c, np.int64)
     m64 = np.empty(c, np.int64)
     n64 = np.empty(c, np.int64)
+    s64 = sram.view(np.int64)
     for ch in range(c):
-        bias, m64[ch], n64[ch] = _qp_terms(sram, q, c, ch, False)
+        bias, m64[ch], n64[ch] = _qp_terms_v(s32, s64, q, c, ch, False)
         off[ch] = 0 if accum else bias
     acc = np.empty(c, np.int32)
     for oy in range(ho):
