@@ -1,7 +1,8 @@
 """numba kernel of the depthwise CONV (one input and one output channel per group, int8 input):
-the channels of one output pixel at once, in HWC order, instead of kernels.conv's one group at
-a time (an im2col, a 1-column product and a strided write-out per channel: ~10x slower on the
-depthwise layers of PP-OCR).
+one output row at a time, tap by tap, each tap a loop over the row's columns with an inner
+loop over their contiguous channels (HWC), instead of kernels.conv's one group at a time (an
+im2col, a 1-column product and a strided write-out per channel: ~10x slower on the depthwise
+layers of PP-OCR).
 
 It computes the very integers of kernels.conv's int8 loop (acc = bias + sum (x - zx) * w in
 int32, padding contributing (zx - zx) * w = 0, then the same _write_out arithmetic) but in
@@ -79,40 +80,43 @@ def conv_dw(sram, f, p):  # type: ignore[no-untyped-def]
     for ch in range(c):
         bias, m64[ch], n64[ch] = _qp_terms_v(s32, s64, q, c, ch, False)
         off[ch] = 0 if accum else bias
-    acc = np.empty(c, np.int32)
+    acc = np.empty(wo * c, np.int32)  # one output row; taps outer, so the inner loops are long
     for oy in range(ho):
-        for ox in range(wo):
-            acc[:] = 0
-            for ky in range(kh):
-                iy = oy * sh - pt + ky * dh
-                if iy < 0 or iy >= h:
-                    continue
-                for kx in range(kw):
-                    ix = ox * sw - pl + kx * dw
-                    if ix < 0 or ix >= w:
-                        continue
-                    b = src + (iy * w + ix) * c
-                    t = ky * kw + kx
+        acc[:] = 0
+        for ky in range(kh):
+            iy = oy * sh - pt + ky * dh
+            if iy < 0 or iy >= h:
+                continue
+            for kx in range(kw):
+                # the output columns whose input column ix = ox*sw - pl + kx*dw is in [0, w)
+                ox0 = max(0, -((kx * dw - pl) // sw))
+                ox1 = min(wo, (w - 1 + pl - kx * dw) // sw + 1)
+                t = ky * kw + kx
+                for ox in range(ox0, ox1):
+                    b = src + (iy * w + ox * sw - pl + kx * dw) * c
+                    a = ox * c
                     for ch in range(c):
-                        acc[ch] += (np.int32(s8[U(b + ch)]) - np.int32(zx)) * wt[t, ch]
+                        acc[U(a + ch)] += (np.int32(s8[U(b + ch)]) - np.int32(zx)) * wt[t, ch]
+        for ox in range(wo):
+            a = ox * c
             o = (oy * wo + ox) * c
             if out_i32:
                 b = dst // 4 + o
                 for ch in range(c):
-                    v = np.int64(acc[ch]) + off[ch]
+                    v = np.int64(acc[U(a + ch)]) + off[ch]
                     if accum:
                         v += np.int64(s32[U(b + ch)])
                     s32[U(b + ch)] = np.int32(((v + 0x80000000) & 0xFFFFFFFF) - 0x80000000)
             elif osz == 2:
                 b = dst // 2 + o
                 for ch in range(c):
-                    s16[U(b + ch)] = np.int16(requantize(np.int64(acc[ch]) + off[ch], m64[ch],
-                                                         n64[ch], zy, lo, hi))
+                    s16[U(b + ch)] = np.int16(requantize(np.int64(acc[U(a + ch)]) + off[ch],
+                                                         m64[ch], n64[ch], zy, lo, hi))
             else:
                 b = dst + o
                 for ch in range(c):
-                    s8[U(b + ch)] = np.int8(requantize(np.int64(acc[ch]) + off[ch], m64[ch],
-                                                       n64[ch], zy, lo, hi))
+                    s8[U(b + ch)] = np.int8(requantize(np.int64(acc[U(a + ch)]) + off[ch],
+                                                       m64[ch], n64[ch], zy, lo, hi))
     m = ho * wo
     if f[isa.C_SPARSE] == Sparse.DENSE:  # every group costs the same
         cyc, st = _mac_cycles(s8[wgt:wgt + kk].reshape(1, kk), f, p, m)
