@@ -170,11 +170,11 @@ def _lut8_direct(sram, src, dst, cnt, table, out_dt):  # type: ignore[no-untyped
 def _lut(sram, f):  # type: ignore[no-untyped-def]
     cnt, out_dt = f[isa.C_COUNT], f[isa.C_OUT_DT]
     nt = max(f[isa.C_TABLES], 1)
-    y = np.empty(cnt, np.int64)
     # blocks of one table period: no modulo per element (one table: the whole count)
     if f[isa.C_IN_DT] == 1:  # int16 input: 513-entry int16 tables, interpolated
         table = ld(sram, f[isa.C_TABLE], LUT16_SIZE * nt, 1)
         x = ld(sram, f[isa.C_SRC], cnt, 1)
+        y = np.empty(cnt, np.int64)
         for i0 in range(0, cnt, nt):
             for t in range(min(nt, cnt - i0)):
                 y[U(i0 + t)] = lut16_ref(x[U(i0 + t)], table[LUT16_SIZE * t:])
@@ -186,6 +186,7 @@ def _lut(sram, f):  # type: ignore[no-untyped-def]
             _lut8_direct(sram, src, dst, cnt, table, out_dt)
             return
         x = ld(sram, src, cnt, 0)
+        y = np.empty(cnt, np.int64)
         if nt == 1:
             for i in range(cnt):
                 y[i] = lut_ref(x[i], table)
