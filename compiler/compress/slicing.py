@@ -4,11 +4,20 @@ Uses the labelling of `groups.analyse`: each labelled value keeps the indices of
 axis whose id survives; producers lose filter rows (and bias entries), consumers lose the
 matching input columns (conv/dense/lstm/matmul weights), per-channel parameters and broadcast
 constants are sliced, depthwise convs shrink their group, reshapes get their new shape.
+
+With `means` (per value, the mean of each index along its channel axis) a consumer that loses
+input channels is compensated ("mean replacement"): the removed channels' constant
+contribution W[:, removed] . mean[removed] (a conv sums it over the kernel taps) is added to
+its bias (conv, dense; the LSTM's input bias Wb), or after it (matmul), a missing bias
+created. That equals replacing the removed channels by their mean, exactly for dense, matmul
+and LSTM inputs and for convs away from zero-padded borders (there the taps that read padding
+are added too). Depthwise convs and residual adds inside a coupled group are not consumers:
+the channel is removed on both sides.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 
 import numpy as np
 from ocrc.compiler.compress.groups import Channels
@@ -18,8 +27,9 @@ Slicer = Callable[[np.ndarray], np.ndarray]
 
 
 class _Rebuild:
-    def __init__(self, g: Graph, ch: Channels, removed: Collection[int]) -> None:
-        self.g, self.ch = g, ch
+    def __init__(self, g: Graph, ch: Channels, removed: Collection[int],
+                 means: Mapping[Value, np.ndarray] | None = None) -> None:
+        self.g, self.ch, self.means = g, ch, means or {}
         self.removed = np.array(sorted(removed), np.int64)
         self.b = Builder(Graph(list(g.inputs), [], [], g.name))
         self.vmap: dict[Value, Value] = {v: v for v in g.inputs}
@@ -33,6 +43,24 @@ class _Rebuild:
             return None
         alive = ~np.isin(ids, self.removed)
         return None if alive.all() else np.flatnonzero(alive)
+
+    def lost_term(self, n: Node) -> np.ndarray | None:
+        """The removed input channels' mean contribution to n's pre-activation (per output:
+        conv/dense [O], lstm [D, 4H], matmul b's [..., N]); None without means or losses."""
+        x = n.inputs[0]
+        if x not in self.means or (n.op.name == "conv" and n.attr("group") != 1):
+            return None
+        keep = self.keep(x)
+        if keep is None:
+            return None
+        m = np.asarray(self.means[x], np.float64)
+        lost = np.setdiff1d(np.arange(len(m)), keep)
+        w = np.asarray(self.g.const_value(n.inputs[1]), np.float64)
+        if n.op.name == "conv":
+            return w[:, lost].sum((2, 3)) @ m[lost]
+        if n.op.name == "matmul":
+            return np.einsum("k,...kn->...n", m[lost], np.take(w, lost, axis=-2))
+        return np.take(w, lost, axis=-1) @ m[lost]  # dense [N, K], lstm W [D, 4H, F]
 
     def use(self, v: Value | None, slicer: Slicer | None = None) -> Value | None:
         if v is None:
@@ -69,6 +97,19 @@ class _Rebuild:
             ax = 2 if name == "lstm" else -2
             new = [self.use(ins[0]), self.use(ins[1], _take(ki, ax))] + \
                 [self.use(v) for v in ins[2:]]
+            term = self.lost_term(n)
+            if term is not None and name == "lstm":
+                new = (new + [None] * 4)[:max(4, len(new))]
+                new[3] = self.biased(n, ins[3] if len(ins) > 3 else None, np.concatenate(
+                    [term, np.zeros_like(term)], -1), None)
+            elif term is not None:
+                y = self.b.emit(n.op, new, attrs, n.name)[0]
+                c = self.b.const(term[..., None, :].astype(y.type.dtype.np),
+                                 name=f"{n.name}.mean_term")
+                outs = self.b.emit("add", [y, c], {}, f"{n.name}.mean",
+                                   [v.name for v in n.outputs])
+                self.vmap.update(zip(n.outputs, outs))
+                return
         elif name in ("batch_norm", "affine"):
             new = [self.use(ins[0])] + [self.use(v, _take(ko, 0)) for v in ins[1:]]
         elif "binary" in n.op.traits and out is not None and out in self.ch.axis:
@@ -100,7 +141,8 @@ class _Rebuild:
                 return w
         new = [self.use(ins[0]), self.use(ins[1], w_slice)]
         rest = ins[2:] + [None] * (5 - len(ins))
-        new.append(self.use(rest[0], _take(ko, 0)))  # bias
+        term = None if depthwise else self.lost_term(n)
+        new.append(self.biased(n, rest[0], term, ko))
         new.append(self.use(rest[1]))  # residual: tied with the output, already sliced
         out = n.outputs[0]
         new.append(self.use(rest[2], _bcast(ko, self.ch.axis.get(out, 1), out.type.rank,
@@ -108,6 +150,20 @@ class _Rebuild:
         while new and new[-1] is None:
             new.pop()
         return new
+
+    def biased(self, n: Node, bias: Value | None, term: np.ndarray | None,
+               ko: np.ndarray | None) -> Value | None:
+        """n's bias plus `term` (created when n has none), its outputs sliced to `ko`."""
+        if term is None:
+            return self.use(bias, _take(ko, 0))
+        w = self.g.const_value(n.inputs[1])
+        assert w is not None
+        old = self.g.const_value(bias) if bias is not None else np.zeros(term.shape, w.dtype)
+        new = (np.asarray(old, np.float64) + term).astype(w.dtype)
+        if ko is not None:
+            new = np.take(new, ko, axis=0)
+        return self.b.const(np.ascontiguousarray(new),
+                            name=bias.name if bias is not None else f"{n.name}.bias")
 
 
 def _take(keep: np.ndarray | None, axis: int) -> Slicer | None:
@@ -129,6 +185,8 @@ def _bcast(keep: np.ndarray | None, axis: int, rank: int, dim: int) -> Slicer | 
     return f
 
 
-def remove_channels(g: Graph, ch: Channels, removed: Collection[int]) -> Graph:
-    """g without the channels `removed` (ids of `ch`, whole groups); types are re-inferred."""
-    return _Rebuild(g, ch, removed).run()
+def remove_channels(g: Graph, ch: Channels, removed: Collection[int],
+                    means: Mapping[Value, np.ndarray] | None = None) -> Graph:
+    """g without the channels `removed` (ids of `ch`, whole groups); types are re-inferred.
+    `means`: compensate the consumers (see the module doc)."""
+    return _Rebuild(g, ch, removed, means).run()

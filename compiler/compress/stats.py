@@ -107,3 +107,38 @@ def site_grams(g: Graph, sites: Sequence[Site], options: Mapping[str, object],
         return {s.layer: np.asarray(given[s.layer]) for s in sites}
     samples = matching(g, options.get("calibration"), what)  # type: ignore[arg-type]
     return input_grams(g, sites, samples)
+
+
+def channel_sums(g: Graph, samples: Sequence[Mapping[str, np.ndarray]],
+                 axes: Mapping[Value, int]) -> dict[Value, tuple[np.ndarray, int]]:
+    """Per value, the float64 sum over the samples of every index along its axis (`axes`), and
+    how many elements each index summed: means that merge across input shapes."""
+    acc: dict[Value, tuple[np.ndarray, int]] = {}
+
+    def add(v: Value, a: np.ndarray) -> None:
+        m = np.moveaxis(a.astype(np.float64), axes[v], 0).reshape(a.shape[axes[v]], -1)
+        s, k = acc.get(v, (0.0, 0))
+        acc[v] = (s + m.sum(1), k + m.shape[1])
+
+    observe(g, samples, list(axes), add)
+    return acc
+
+
+def mac_input_axes(g: Graph) -> dict[Value, int]:
+    """The input-channel axis of every conv/dense/matmul/lstm data input: what a consumer
+    reduces over, and so what `prune-structured{compensate=mean}` needs the means of."""
+    out: dict[Value, int] = {}
+    for n in g.nodes:
+        if n.op.name in ("conv", "dense", "matmul", "lstm") and n.inputs[0] is not None:
+            v = n.inputs[0]
+            out[v] = 1 if n.op.name == "conv" else v.type.rank - 1
+    return out
+
+
+def channel_means(g: Graph, samples: Sequence[Mapping[str, np.ndarray]],
+                  axes: Mapping[Value, int] | None = None) -> dict[Value, np.ndarray]:
+    """Mean of every index along each value's channel axis over the samples (default: the
+    inputs of every MAC op, `mac_input_axes`). Keyed by value name, they are what
+    ctx.options['channel_means'] gives `prune-structured`."""
+    sums = channel_sums(g, samples, mac_input_axes(g) if axes is None else axes)
+    return {v: s / k for v, (s, k) in sums.items()}

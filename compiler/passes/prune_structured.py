@@ -6,18 +6,19 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-from ocrc.compiler.compress.groups import analyse
+from ocrc.compiler.compress.groups import Channels, analyse
 from ocrc.compiler.compress.importance import CRITERIA, scores
 from ocrc.compiler.compress.masks import check_sparsity
 from ocrc.compiler.compress.sites import node_layer, parse_layer_values
 from ocrc.compiler.compress.slicing import remove_channels
-from ocrc.compiler.compress.stats import matching
+from ocrc.compiler.compress.stats import channel_means, mac_input_axes, matching
 from ocrc.compiler.errors import PassError
-from ocrc.compiler.ir.graph import Graph
+from ocrc.compiler.ir.graph import Graph, Value
 from ocrc.compiler.passes.base import Pass, PassContext, register
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,14 @@ class PruneStructured(Pass):
     layer of it) and, without `sparsity`, limits pruning to those spaces. Kept counts are
     rounded up to `multiple`; at least one channel stays. `ops` chooses the filter sources
     (conv, or conv+dense). Channels reaching an op that cannot be sliced (or a graph output)
-    are never removed. Reports: ctx.options['reports']['prune-structured'].
+    are never removed. `compensate=mean` folds each removed channel's mean activation (on the
+    value its consumers read) into the consumers' biases (mean replacement, compress/slicing.py;
+    exact away from zero-padded conv borders), from ctx.options['channel_means'] (by value
+    name, e.g. stats.channel_means over several input shapes) or else measured on the
+    matching samples of ctx.options['calibration']; `none` drops the channels (as if zero).
+    The default: mean when either option is present (none, with a warning, when neither
+    covers the removed channels). Reports:
+    ctx.options['reports']['prune-structured'].
     """
 
     name: ClassVar[str] = "prune-structured"
@@ -52,6 +60,7 @@ class PruneStructured(Pass):
     layers: str = ""
     multiple: int = 1
     ops: str = "conv"
+    compensate: str = ""  # mean | none; "": mean when statistics are available
 
     def __post_init__(self) -> None:
         check_sparsity(self.sparsity, "prune-structured")
@@ -64,6 +73,9 @@ class PruneStructured(Pass):
             raise PassError("prune-structured: multiple must be >= 1")
         if set(self.ops.split("+")) - {"conv", "dense"}:
             raise PassError(f"prune-structured: ops={self.ops!r}: expected conv or conv+dense")
+        if self.compensate not in ("", "mean", "none"):
+            raise PassError(f"prune-structured: compensate={self.compensate!r}: expected mean "
+                            "or none")
         if not (self.sparsity or self.layers):
             raise PassError("prune-structured: give sparsity= or layers=name:sparsity;...")
 
@@ -108,4 +120,38 @@ class PruneStructured(Pass):
         ctx.options.setdefault("reports", {})["prune-structured"] = rows
         if not removed:
             return g
-        return remove_channels(g, ch, np.unique(removed))
+        means = self.means(g, ch, np.unique(removed), ctx)
+        return remove_channels(g, ch, np.unique(removed), means)
+
+    def means(self, g: Graph, ch: Channels, removed: np.ndarray,
+              ctx: PassContext) -> dict[Value, np.ndarray] | None:
+        """The channel means of the values whose consumers lose channels (None: no
+        compensation)."""
+        given = ctx.options.get("channel_means")
+        mode = self.compensate or ("mean" if given is not None or
+                                   ctx.options.get("calibration") is not None else "none")
+        if mode == "none":
+            return None
+        axes = {}
+        for v, ax in mac_input_axes(g).items():
+            ids = ch.channel_ids(v)
+            if ids is not None and np.isin(ids, removed).any():
+                if ch.axis[v] % v.type.rank == ax:  # else not a per-channel input: left alone
+                    axes[v] = ax
+        if isinstance(given, Mapping):
+            out = {v: np.asarray(given[v.name]) for v in axes if v.name in given}
+            for v, m in out.items():
+                if m.shape != (v.type.shape[axes[v]],):
+                    raise PassError(f"prune-structured: channel_means[{v.name!r}] has shape "
+                                    f"{list(m.shape)}, expected [{v.type.shape[axes[v]]}]")
+            if len(out) == len(axes):
+                return out
+        try:
+            samples = matching(g, ctx.options.get("calibration"),
+                               "prune-structured{compensate=mean}")
+        except PassError:
+            if self.compensate:
+                raise
+            log.warning("prune-structured: no usable channel statistics: compensate=none")
+            return None
+        return channel_means(g, samples, axes)

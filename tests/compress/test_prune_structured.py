@@ -1,5 +1,6 @@
 """prune-structured: coupled channel groups, equality with a reference that zeroes the removed
-filters, slicing through concat / depthwise / the CNN-to-RNN reshape, bad specs."""
+filters (compensate=none), slicing through concat / depthwise / the CNN-to-RNN reshape, bad
+specs. Mean replacement: tests/compress/test_prune_mean.py."""
 
 from __future__ import annotations
 
@@ -35,8 +36,8 @@ def _zeroed_reference(g: Graph, rows) -> Graph:
 def test_equals_the_zeroed_reference(criterion: str) -> None:
     g = tiny_crnn()
     ctx = PassContext(options={"calibration": inputs(n=2)})
-    out = run_passes(g, parse_pipeline(f"prune-structured{{sparsity=0.25,criterion={criterion}}}"),
-                     ctx)
+    out = run_passes(g, parse_pipeline(
+        f"prune-structured{{sparsity=0.25,criterion={criterion},compensate=none}}"), ctx)
     verify(out)
     rows = ctx.options["reports"]["prune-structured"]
     assert [(r.layers, r.channels, r.removed) for r in rows] == [
@@ -91,6 +92,8 @@ def test_layers_option_and_multiple() -> None:
     ("prune-structured{sparsity=0.5,criterion=random}", "criterion='random'"),
     ("prune-structured{layers=nope:0.5}", "no filter layer 'nope'"),
     ("prune-structured{sparsity=0.5,criterion=entropy}", "needs calibration data"),
+    ("prune-structured{sparsity=0.5,compensate=mean}", "needs calibration data"),
+    ("prune-structured{sparsity=0.5,compensate=median}", "compensate='median'"),
 ])
 def test_bad_specs(text: str, match: str) -> None:
     with pytest.raises(PassError, match=match):
