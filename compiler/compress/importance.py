@@ -3,7 +3,9 @@
 l1: mean |w| of the filter. gm: the filter's summed Euclidean distance to the layer's other
 filters (FPGM: filters near the geometric median are the most replaceable). entropy: the mean
 entropy of the filter's feature map over the calibration samples (a 32-bin histogram per
-sample; a near-constant map carries little information). Scores are normalised per layer to
+sample; a near-constant map carries little information). std: the standard deviation of the
+filter's feature map over the calibration samples, what mean replacement
+(`prune-structured{compensate=mean}`) cannot restore. Scores are normalised per layer to
 mean 1 so that layers compare.
 """
 
@@ -12,10 +14,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from ocrc.compiler.compress.stats import observe
+from ocrc.compiler.compress.stats import channel_sums, observe
 from ocrc.compiler.ir.graph import Graph, Node
 
-CRITERIA = ("l1", "gm", "entropy")
+CRITERIA = ("l1", "gm", "entropy", "std")
 ENTROPY_BINS = 32
 
 
@@ -56,12 +58,25 @@ def feature_entropy(nodes: Sequence[Node], g: Graph,
     return {n: a / len(samples) for n, a in acc.items()}
 
 
+def feature_std(nodes: Sequence[Node], g: Graph,
+                samples: Sequence[Mapping[str, np.ndarray]]) -> dict[Node, np.ndarray]:
+    """The standard deviation of each output channel over the samples (all positions): what
+    mean replacement cannot restore."""
+    by_value = {n.outputs[0]: n for n in nodes}
+    sums = channel_sums(g, samples, {v: 1 for v in by_value}, squares=True)
+    out = {}
+    for v, (s, k) in sums.items():
+        mean, sq = s[0] / k, s[1] / k
+        out[by_value[v]] = np.sqrt(np.maximum(sq - mean * mean, 0.0))
+    return out
+
+
 def scores(criterion: str, nodes: Sequence[Node], g: Graph,
            samples: Sequence[Mapping[str, np.ndarray]] | None = None) -> dict[Node, np.ndarray]:
     """Per source node, one normalised score per output channel."""
-    if criterion == "entropy":
+    if criterion in ("entropy", "std"):
         assert samples is not None
-        raw = feature_entropy(nodes, g, samples)
+        raw = (feature_entropy if criterion == "entropy" else feature_std)(nodes, g, samples)
     else:
         fn = l1 if criterion == "l1" else geometric_median_distance
         raw = {n: fn(n, g) for n in nodes}

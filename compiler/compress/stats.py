@@ -110,15 +110,18 @@ def site_grams(g: Graph, sites: Sequence[Site], options: Mapping[str, object],
 
 
 def channel_sums(g: Graph, samples: Sequence[Mapping[str, np.ndarray]],
-                 axes: Mapping[Value, int]) -> dict[Value, tuple[np.ndarray, int]]:
-    """Per value, the float64 sum over the samples of every index along its axis (`axes`), and
-    how many elements each index summed: means that merge across input shapes."""
+                 axes: Mapping[Value, int],
+                 squares: bool = False) -> dict[Value, tuple[np.ndarray, int]]:
+    """Per value, the float64 sum over the samples of every index along its axis (`axes`)
+    (with `squares`: [sum, sum of squares]), and how many elements each index summed: means
+    that merge across input shapes."""
     acc: dict[Value, tuple[np.ndarray, int]] = {}
 
     def add(v: Value, a: np.ndarray) -> None:
         m = np.moveaxis(a.astype(np.float64), axes[v], 0).reshape(a.shape[axes[v]], -1)
         s, k = acc.get(v, (0.0, 0))
-        acc[v] = (s + m.sum(1), k + m.shape[1])
+        total = np.stack([m.sum(1), (m * m).sum(1)]) if squares else m.sum(1)
+        acc[v] = (s + total, k + m.shape[1])
 
     observe(g, samples, list(axes), add)
     return acc

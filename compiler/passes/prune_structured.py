@@ -39,8 +39,8 @@ class StructuredRow:
 @dataclass(frozen=True)
 class PruneStructured(Pass):
     """Remove `sparsity` of the channels of every channel space (a set of layers whose filters
-    are coupled one to one), the least important by `criterion` (l1, gm, entropy: the last
-    needs ctx.options['calibration']). `layers=name:sparsity;...` overrides per space (any
+    are coupled one to one), the least important by `criterion` (l1, gm, entropy, std: the last
+    two need ctx.options['calibration']). `layers=name:sparsity;...` overrides per space (any
     layer of it) and, without `sparsity`, limits pruning to those spaces. Kept counts are
     rounded up to `multiple`; at least one channel stays. `ops` chooses the filter sources
     (conv, or conv+dense). Channels reaching an op that cannot be sliced (or a graph output)
@@ -90,9 +90,9 @@ class PruneStructured(Pass):
         groups = ch.groups()
         sources = list(dict.fromkeys(n for n, _ in ch.sources.values()))
         samples = None
-        if self.criterion == "entropy":
+        if self.criterion in ("entropy", "std"):
             samples = matching(g, ctx.options.get("calibration"),
-                               "prune-structured{criterion=entropy}")
+                               f"prune-structured{{criterion={self.criterion}}}")
         score = scores(self.criterion, sources, g, samples)
         spaces: dict[tuple[str, ...], list[tuple[float, tuple[int, ...]]]] = {}
         for grp in groups:

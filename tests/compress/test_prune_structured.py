@@ -32,7 +32,7 @@ def _zeroed_reference(g: Graph, rows) -> Graph:
     return Graph(g.inputs, nodes, g.outputs, g.name)
 
 
-@pytest.mark.parametrize("criterion", ["l1", "gm", "entropy"])
+@pytest.mark.parametrize("criterion", ["l1", "gm", "entropy", "std"])
 def test_equals_the_zeroed_reference(criterion: str) -> None:
     g = tiny_crnn()
     ctx = PassContext(options={"calibration": inputs(n=2)})
