@@ -204,7 +204,9 @@ def add_compression_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("compression")
     g.add_argument("--prune", metavar="SPEC",
                    help="after the float passes: SPARSITY (magnitude, e.g. 0.5), N:M (e.g. 2:4), "
-                        "structured{sparsity=0.25,criterion=l1|gm|entropy}, auto{budget=POINTS} "
+                        "structured{sparsity=0.25,criterion=l1|gm|entropy|std,compensate=mean|none} "
+                        "(mean, the default with --calib: removed channels replaced by their "
+                        "calibration mean), auto{budget=POINTS} "
                         "(needs --calib), or prune options k=v,... (e.g. "
                         "sparsity=0.5,ops=dense+lstm,scope=global)")
     g.add_argument("--prune-masks", type=Path, metavar="FILE.npz",
@@ -261,10 +263,13 @@ def compression_passes(graph: Graph, args: argparse.Namespace,
         texts.append(_spec_text(args.prune, "--prune", "prune", "sparsity"))
     post = build_pipeline(",".join(texts)) if texts else []
     needs = any(p.name == "compress-auto" or getattr(p, "whiten", False) or
-                getattr(p, "criterion", "") == "entropy" for p in post)
-    if needs:
-        if getattr(args, "calib", None) is None:
-            raise PassError("--prune/--low-rank auto, whiten=true and criterion=entropy need "
-                            "calibration data: --calib DIR|FILE.npz")
+                getattr(p, "criterion", "") in ("entropy", "std") or
+                getattr(p, "compensate", "") == "mean" for p in post)
+    wants = any(p.name == "prune-structured" for p in post)  # compensate=mean by default
+    if needs and getattr(args, "calib", None) is None:
+        raise PassError("--prune/--low-rank auto, whiten=true, criterion=entropy|std and "
+                        "compensate=mean need calibration data: --calib DIR|FILE.npz")
+    if (needs or wants and getattr(args, "calib", None) is not None) and \
+            "calibration" not in ctx.options:
         ctx.options["calibration"] = load_calibration_set(args.calib, graph)
     return pre, post

@@ -95,14 +95,14 @@ class _Rebuild:
         elif name == "lstm" or name == "matmul":
             ki = self.keep(ins[0])
             ax = 2 if name == "lstm" else -2
-            new = [self.use(ins[0]), self.use(ins[1], _take(ki, ax))] + \
-                [self.use(v) for v in ins[2:]]
             term = self.lost_term(n)
-            if term is not None and name == "lstm":
-                new = (new + [None] * 4)[:max(4, len(new))]
-                new[3] = self.biased(n, ins[3] if len(ins) > 3 else None, np.concatenate(
-                    [term, np.zeros_like(term)], -1), None)
-            elif term is not None:
+            lstm_term = term is not None and name == "lstm"  # into Wb, the first half of b
+            if lstm_term:
+                ins = (ins + [None] * 4)[:max(4, len(ins))]
+            new = [self.use(ins[0]), self.use(ins[1], _take(ki, ax))] + [
+                self.biased(n, v, np.concatenate([term, 0 * term], -1), None)  # type: ignore
+                if lstm_term and k == 3 else self.use(v) for k, v in enumerate(ins[2:], 2)]
+            if term is not None and not lstm_term:  # matmul: an add after it
                 y = self.b.emit(n.op, new, attrs, n.name)[0]
                 c = self.b.const(term[..., None, :].astype(y.type.dtype.np),
                                  name=f"{n.name}.mean_term")

@@ -52,6 +52,16 @@ def test_masks_and_auto(model: Path, tmp_path: Path) -> None:
     calib = model.parent / "calib"
     assert main(["compile", str(model), "-o", str(tmp_path / "b.ir"), "--prune",
                  "auto{budget=50,metric=cosine,samples=2}", "--calib", str(calib)]) == 0
+    # with --calib prune-structured replaces removed channels by their mean: other biases
+    outs = []
+    for spec in ("structured{sparsity=0.25,compensate=none}", "structured{sparsity=0.25}"):
+        outs.append(tmp_path / f"s{len(outs)}.ir")
+        assert main(["compile", str(model), "-o", str(outs[-1]), "--prune", spec,
+                     "--calib", str(calib)]) == 0
+    consts = [sorted((a.shape, a.tobytes()) for a in (n.attrs["value"] for n in load_ir(p).nodes
+                                                   if n.op.name == "const")) for p in outs]
+    assert [s for s, _ in consts[0]] == [s for s, _ in consts[1]]
+    assert consts[0] != consts[1]
 
 
 @pytest.mark.parametrize("opts,msg", [
@@ -60,6 +70,7 @@ def test_masks_and_auto(model: Path, tmp_path: Path) -> None:
     (["--prune", "auto{budget=1}"], "need calibration data"),
     (["--prune", "2:5"], "does not divide|N:M"),
     (["--prune", "structured{sparsity=0.2"], "unbalanced"),
+    (["--prune", "structured{sparsity=0.2,compensate=mean}"], "need calibration data"),
 ])
 def test_compile_errors(model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                         opts: list[str], msg: str) -> None:
