@@ -204,9 +204,10 @@ def add_compression_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("compression")
     g.add_argument("--prune", metavar="SPEC",
                    help="after the float passes: SPARSITY (magnitude, e.g. 0.5), N:M (e.g. 2:4), "
-                        "structured{sparsity=0.25,criterion=l1|gm|entropy|std,compensate=mean|none} "
+                        "structured{sparsity=0.25,criterion=l1|gm|entropy|std,"
+                        "compensate=mean|lsq|none} "
                         "(mean, the default with --calib: removed channels replaced by their "
-                        "calibration mean), auto{budget=POINTS} "
+                        "calibration mean; lsq: by a fit on the kept ones), auto{budget=POINTS} "
                         "(needs --calib), or prune options k=v,... (e.g. "
                         "sparsity=0.5,ops=dense+lstm,scope=global)")
     g.add_argument("--prune-masks", type=Path, metavar="FILE.npz",
@@ -264,11 +265,11 @@ def compression_passes(graph: Graph, args: argparse.Namespace,
     post = build_pipeline(",".join(texts)) if texts else []
     needs = any(p.name == "compress-auto" or getattr(p, "whiten", False) or
                 getattr(p, "criterion", "") in ("entropy", "std") or
-                getattr(p, "compensate", "") == "mean" for p in post)
+                getattr(p, "compensate", "") in ("mean", "lsq") for p in post)
     wants = any(p.name == "prune-structured" for p in post)  # compensate=mean by default
     if needs and getattr(args, "calib", None) is None:
         raise PassError("--prune/--low-rank auto, whiten=true, criterion=entropy|std and "
-                        "compensate=mean need calibration data: --calib DIR|FILE.npz")
+                        "compensate=mean|lsq need calibration data: --calib DIR|FILE.npz")
     if (needs or wants and getattr(args, "calib", None) is not None) and \
             "calibration" not in ctx.options:
         ctx.options["calibration"] = load_calibration_set(args.calib, graph)

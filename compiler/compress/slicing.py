@@ -12,7 +12,10 @@ its bias (conv, dense; the LSTM's input bias Wb), or after it (matmul), a missin
 created. That equals replacing the removed channels by their mean, exactly for dense, matmul
 and LSTM inputs and for convs away from zero-padded borders (there the taps that read padding
 are added too). Depthwise convs and residual adds inside a coupled group are not consumers:
-the channel is removed on both sides.
+the channel is removed on both sides. With `mix` (per value a [C, C] matrix A) a removed
+channel r is replaced by sum_k A[r, k] x_k + means[r] over the kept channels k instead (a
+least-squares fit, `prune-structured{compensate=lsq}`): the consumer's kept weights also get
+W[:, r] A[r, k], per tap for a conv.
 """
 
 from __future__ import annotations
@@ -28,8 +31,9 @@ Slicer = Callable[[np.ndarray], np.ndarray]
 
 class _Rebuild:
     def __init__(self, g: Graph, ch: Channels, removed: Collection[int],
-                 means: Mapping[Value, np.ndarray] | None = None) -> None:
-        self.g, self.ch, self.means = g, ch, means or {}
+                 means: Mapping[Value, np.ndarray] | None = None,
+                 mix: Mapping[Value, np.ndarray] | None = None) -> None:
+        self.g, self.ch, self.means, self.mix = g, ch, means or {}, mix or {}
         self.removed = np.array(sorted(removed), np.int64)
         self.b = Builder(Graph(list(g.inputs), [], [], g.name))
         self.vmap: dict[Value, Value] = {v: v for v in g.inputs}
@@ -61,6 +65,25 @@ class _Rebuild:
         if n.op.name == "matmul":
             return np.einsum("k,...kn->...n", m[lost], np.take(w, lost, axis=-2))
         return np.take(w, lost, axis=-1) @ m[lost]  # dense [N, K], lstm W [D, 4H, F]
+
+    def refit(self, n: Node, w: np.ndarray) -> np.ndarray:
+        """n's weights with the removed input channels' share of `mix` moved onto the kept
+        ones: W[:, kept] += W[:, removed] A[removed, kept] (per tap for a conv)."""
+        x = n.inputs[0]
+        keep = self.keep(x)
+        if x not in self.mix or keep is None or (n.op.name == "conv" and n.attr("group") != 1):
+            return w
+        a = np.asarray(self.mix[x], np.float64)
+        lost = np.setdiff1d(np.arange(len(a)), keep)
+        part = a[np.ix_(lost, keep)]
+        w64 = np.asarray(w, np.float64).copy()
+        if n.op.name == "conv":
+            w64[:, keep] += np.einsum("orhw,rk->okhw", w64[:, lost], part)
+        elif n.op.name == "matmul":
+            w64[..., keep, :] += np.einsum("rk,...rn->...kn", part, w64[..., lost, :])
+        else:  # dense [N, K], lstm W [D, 4H, F]
+            w64[..., keep] += np.take(w64, lost, axis=-1) @ part
+        return w64.astype(w.dtype)
 
     def use(self, v: Value | None, slicer: Slicer | None = None) -> Value | None:
         if v is None:
@@ -99,7 +122,9 @@ class _Rebuild:
             lstm_term = term is not None and name == "lstm"  # into Wb, the first half of b
             if lstm_term:
                 ins = (ins + [None] * 4)[:max(4, len(ins))]
-            new = [self.use(ins[0]), self.use(ins[1], _take(ki, ax))] + [
+            take = _take(ki, ax)
+            new = [self.use(ins[0]), self.use(ins[1], None if take is None else
+                                              lambda w: take(self.refit(n, w)))] + [
                 self.biased(n, v, np.concatenate([term, 0 * term], -1), None)  # type: ignore
                 if lstm_term and k == 3 else self.use(v) for k, v in enumerate(ins[2:], 2)]
             if term is not None and not lstm_term:  # matmul: an add after it
@@ -134,6 +159,7 @@ class _Rebuild:
             w_slice = _take(ko, 0)
         else:
             def w_slice(w: np.ndarray) -> np.ndarray:
+                w = self.refit(n, w)
                 if ko is not None:
                     w = w[ko]
                 if ki is not None and (not conv or n.attr("group") == 1):
@@ -186,7 +212,8 @@ def _bcast(keep: np.ndarray | None, axis: int, rank: int, dim: int) -> Slicer | 
 
 
 def remove_channels(g: Graph, ch: Channels, removed: Collection[int],
-                    means: Mapping[Value, np.ndarray] | None = None) -> Graph:
+                    means: Mapping[Value, np.ndarray] | None = None,
+                    mix: Mapping[Value, np.ndarray] | None = None) -> Graph:
     """g without the channels `removed` (ids of `ch`, whole groups); types are re-inferred.
-    `means`: compensate the consumers (see the module doc)."""
-    return _Rebuild(g, ch, removed, means).run()
+    `means`, `mix`: compensate the consumers (see the module doc)."""
+    return _Rebuild(g, ch, removed, means, mix).run()

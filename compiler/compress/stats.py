@@ -145,3 +145,22 @@ def channel_means(g: Graph, samples: Sequence[Mapping[str, np.ndarray]],
     ctx.options['channel_means'] gives `prune-structured`."""
     sums = channel_sums(g, samples, mac_input_axes(g) if axes is None else axes)
     return {v: s / k for v, (s, k) in sums.items()}
+
+
+def channel_moments(g: Graph, samples: Sequence[Mapping[str, np.ndarray]],
+                    axes: Mapping[Value, int]) -> dict[Value, tuple[np.ndarray, np.ndarray]]:
+    """Per value, the mean [C] and covariance [C, C] of its channels (along its axis in
+    `axes`) over all positions of the samples."""
+    acc: dict[Value, tuple[np.ndarray, np.ndarray, int]] = {}
+
+    def add(v: Value, a: np.ndarray) -> None:
+        m = np.moveaxis(a.astype(np.float64), axes[v], 0).reshape(a.shape[axes[v]], -1)
+        s, ss, k = acc.get(v, (0.0, 0.0, 0))  # type: ignore[assignment]
+        acc[v] = (s + m.sum(1), ss + m @ m.T, k + m.shape[1])
+
+    observe(g, samples, list(axes), add)
+    out = {}
+    for v, (s, ss, k) in acc.items():
+        mean = s / k
+        out[v] = (mean, ss / k - np.outer(mean, mean))
+    return out

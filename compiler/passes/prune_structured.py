@@ -16,7 +16,8 @@ from ocrc.compiler.compress.importance import CRITERIA, scores
 from ocrc.compiler.compress.masks import check_sparsity
 from ocrc.compiler.compress.sites import node_layer, parse_layer_values
 from ocrc.compiler.compress.slicing import remove_channels
-from ocrc.compiler.compress.stats import channel_means, mac_input_axes, matching
+from ocrc.compiler.compress.stats import (channel_means, channel_moments, mac_input_axes,
+                                          matching)
 from ocrc.compiler.errors import PassError
 from ocrc.compiler.ir.graph import Graph, Value
 from ocrc.compiler.passes.base import Pass, PassContext, register
@@ -50,7 +51,9 @@ class PruneStructured(Pass):
     name, e.g. stats.channel_means over several input shapes) or else measured on the
     matching samples of ctx.options['calibration']; `none` drops the channels (as if zero).
     The default: mean when either option is present (none, with a warning, when neither
-    covers the removed channels). Reports:
+    covers the removed channels). `lsq` replaces each removed channel by its least-squares
+    fit on the kept channels of the same value (plus a constant), folded into the consumers'
+    kept weights and biases (statistics: ctx.options['channel_moments'] or calibration). Reports:
     ctx.options['reports']['prune-structured'].
     """
 
@@ -73,9 +76,9 @@ class PruneStructured(Pass):
             raise PassError("prune-structured: multiple must be >= 1")
         if set(self.ops.split("+")) - {"conv", "dense"}:
             raise PassError(f"prune-structured: ops={self.ops!r}: expected conv or conv+dense")
-        if self.compensate not in ("", "mean", "none"):
-            raise PassError(f"prune-structured: compensate={self.compensate!r}: expected mean "
-                            "or none")
+        if self.compensate not in ("", "mean", "lsq", "none"):
+            raise PassError(f"prune-structured: compensate={self.compensate!r}: expected mean, "
+                            "lsq or none")
         if not (self.sparsity or self.layers):
             raise PassError("prune-structured: give sparsity= or layers=name:sparsity;...")
 
@@ -120,8 +123,47 @@ class PruneStructured(Pass):
         ctx.options.setdefault("reports", {})["prune-structured"] = rows
         if not removed:
             return g
+        if self.compensate == "lsq":
+            return remove_channels(g, ch, np.unique(removed),
+                                   *self.fit(g, ch, np.unique(removed), ctx))
         means = self.means(g, ch, np.unique(removed), ctx)
         return remove_channels(g, ch, np.unique(removed), means)
+
+    def fit(self, g: Graph, ch: Channels, removed: np.ndarray, ctx: PassContext
+            ) -> tuple[dict[Value, np.ndarray], dict[Value, np.ndarray]]:
+        """Least squares of each removed channel on the kept channels of the same value (a
+        ridge of 1e-3 of the mean kept variance): intercepts [C] and coefficients [C, C].
+        Moments from ctx.options['channel_moments'] (by value name: mean [C], covariance
+        [C, C]) or the matching calibration samples."""
+        axes = self.consumed(g, ch, removed)
+        given = ctx.options.get("channel_moments")
+        if isinstance(given, Mapping) and all(v.name in given for v in axes):
+            moments = {v: given[v.name] for v in axes}
+        else:
+            samples = matching(g, ctx.options.get("calibration"),
+                               "prune-structured{compensate=lsq}")
+            moments = channel_moments(g, samples, axes)
+        means, mix = {}, {}
+        for v, (mean, cov) in moments.items():
+            lost = np.isin(ch.channel_ids(v), removed)
+            r, k = np.flatnonzero(lost), np.flatnonzero(~lost)
+            ckk = cov[np.ix_(k, k)]
+            ridge = 1e-3 * max(float(np.trace(ckk)) / max(len(k), 1), 1e-12)
+            a = np.zeros_like(cov)
+            a[np.ix_(r, k)] = np.linalg.solve(ckk + ridge * np.eye(len(k)), cov[np.ix_(k, r)]).T
+            means[v] = mean - a @ mean
+            mix[v] = a
+        return means, mix
+
+    def consumed(self, g: Graph, ch: Channels, removed: np.ndarray) -> dict[Value, int]:
+        """The MAC inputs that lose channels, with the axis their consumers reduce."""
+        axes = {}
+        for v, ax in mac_input_axes(g).items():
+            ids = ch.channel_ids(v)
+            if ids is not None and np.isin(ids, removed).any():
+                if ch.axis[v] % v.type.rank == ax:  # else not a per-channel input: left alone
+                    axes[v] = ax
+        return axes
 
     def means(self, g: Graph, ch: Channels, removed: np.ndarray,
               ctx: PassContext) -> dict[Value, np.ndarray] | None:
@@ -132,12 +174,7 @@ class PruneStructured(Pass):
                                    ctx.options.get("calibration") is not None else "none")
         if mode == "none":
             return None
-        axes = {}
-        for v, ax in mac_input_axes(g).items():
-            ids = ch.channel_ids(v)
-            if ids is not None and np.isin(ids, removed).any():
-                if ch.axis[v] % v.type.rank == ax:  # else not a per-channel input: left alone
-                    axes[v] = ax
+        axes = self.consumed(g, ch, removed)
         if isinstance(given, Mapping):
             out = {v: np.asarray(given[v.name]) for v in axes if v.name in given}
             for v, m in out.items():

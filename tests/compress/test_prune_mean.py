@@ -2,7 +2,8 @@
 removed channels by their calibration mean (consumers without zero padding: 1x1 and valid
 convs, dense, matmul, the LSTM through the CNN-to-RNN reshape; a residual and a depthwise conv
 inside a coupled group), given means equal measured ones, and on a BN-folded conv chain mean
-replacement beats dropping the channels."""
+replacement beats dropping the channels. compensate=lsq restores a channel that is a linear
+function of kept ones."""
 
 from __future__ import annotations
 
@@ -158,3 +159,36 @@ def test_default_falls_back_to_none_without_matching_samples() -> None:
                      PassContext())
     x = _inputs(2, 1)[0]
     np.testing.assert_array_equal(interp.run(out, x)["logits"], interp.run(ref, x)["logits"])
+
+
+def _redundant() -> Graph:
+    """conv a (relu) whose filter 0 is 0.1 x filter 1 (so its map is 0.1 x map 1: the weakest
+    filter, and an exact linear function of a kept channel) -> 1x1 conv -> dense."""
+    rng = np.random.default_rng(5)
+    b = Builder()
+    x = b.input("x", TensorType(DType.F32, (1, 3, 5, 5)))
+    w0 = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    b0 = rng.uniform(0.1, 0.5, 4).astype(np.float32)
+    w0[0], b0[0] = 0.1 * w0[1], 0.1 * b0[1]
+    a = b.op("conv", x, b.const(w0), b.const(b0), name="a", pads=(1, 1, 1, 1), act="relu")
+    w1 = rng.standard_normal((3, 4, 1, 1)).astype(np.float32)
+    y = b.op("conv", a, b.const(w1), None, name="y", out_name="y")
+    b.output(y)
+    return b.graph
+
+
+def test_lsq_restores_a_linearly_redundant_channel() -> None:
+    g = _redundant()
+    rng = np.random.default_rng(6)
+    calib = [{"x": rng.standard_normal((1, 3, 5, 5)).astype(np.float32)} for _ in range(4)]
+    x = {"x": rng.standard_normal((1, 3, 5, 5)).astype(np.float32)}
+    ref = interp.run(g, x)["y"]
+    err = {}
+    for mode in ("mean", "lsq"):
+        ctx = PassContext(options={"calibration": calib})
+        out = run_passes(g, parse_pipeline(f"prune-structured{{layers=a:0.25,compensate={mode}}}"),
+                         ctx)
+        verify(out)
+        assert ctx.options["reports"]["prune-structured"][0].filters == (("a", (0,)),)
+        err[mode] = float(np.abs(interp.run(out, x)["y"] - ref).max())
+    assert err["lsq"] < 1e-2 * err["mean"], err  # not 0: the fit's small ridge
