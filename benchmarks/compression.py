@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 from ocrc.compiler.compress import sensitivity
-from ocrc.compiler.compress.metrics import get_metric
+from ocrc.compiler.compress.metrics import custom_metric, get_metric
 from ocrc.compiler.compress.sites import weight_sites
 from ocrc.compiler.compress.stats import input_grams
 from ocrc.compiler.compress.storage import other_const_bytes, storage_report
@@ -81,6 +81,7 @@ class Row:
     float_passes: str  # compression pipeline on the float graph ("" = none)
     int8_passes: str = ""  # after quantize (weight sharing)
     auto_budget: float | None = None  # choose float_passes on the tuning set
+    auto_metric: str = "agreement"  # the budget's unit: agreement with fp32, or accuracy
     grams: bool = False  # the passes read calibration input statistics (lowrank whiten=true)
 
 
@@ -95,8 +96,13 @@ ROWS = [
         "lowrank{layers=LSTM_79.R:128,whiten=true}", grams=True),
     Row("int8 + low-rank Gemm (energy 0.90) + LSTM R (rank 128, whitened)",
         "lowrank{energy=0.9,ops=dense},lowrank{layers=LSTM_79.R:128,whiten=true}", grams=True),
+    Row("int8 + low-rank Gemm (energy 0.90) + LSTM W and R (rank 128, whitened)",
+        "lowrank{energy=0.9,ops=dense},lowrank{layers=LSTM_79.W:128;LSTM_79.R:128,whiten=true}",
+        grams=True),
     Row("int8 + auto (budget 1 point)", "", auto_budget=1.0),
     Row("int8 + auto (budget 3 points)", "", auto_budget=3.0),
+    Row("int8 + auto (budget 1 point of tuning-set accuracy)", "", auto_budget=1.0,
+        auto_metric="accuracy"),
     Row("int8 + auto (budget 1) + 16-centroid sharing (all but the Gemm) + Huffman", "",
         "share-weights{centroids=16,exclude=Gemm_97}", auto_budget=1.0),
 ]
@@ -190,20 +196,37 @@ def macs_of(model: Model, passes: str,
     return dense, nonzero
 
 
-def choose_auto(model: Model, task, budget: float) -> str:
-    """The compress-auto choice for `budget` points of agreement on the tuning set."""
-    tune = [task.preprocess(s.image) for s in load_samples(*TUNE)]
-    work = []
+def accuracy_metric(task, parts: Sequence[Sequence[int]], labels: Sequence[str]):
+    """Accuracy (%) on the labelled tuning set as a sensitivity metric (a user metric of
+    the Python API): `parts[k]` are the images of the k-th batch of outputs."""
+    def fn(outs) -> float:
+        preds: dict[int, str] = {}
+        for part, o in zip(parts, outs):
+            for j, i in enumerate(part):
+                preds[i] = task.decode(o[0][:, j:j + 1])[0]
+        return 100 * accuracy([preds[i] for i in range(len(labels))], labels)
+    return custom_metric("accuracy", fn)
+
+
+def choose_auto(model: Model, task, budget: float, metric_name: str = "agreement") -> str:
+    """The compress-auto choice for `budget` points of agreement with the float model (or of
+    accuracy) on the tuning set."""
+    samples = load_samples(*TUNE)
+    tune = [task.preprocess(s.image) for s in samples]
+    work, parts = [], []
     for part, arr in batches(tune, 50):
         work.append((model.graph(arr.shape[0], arr.shape[3]), [{model.name: arr}]))
+        parts.append(part)
     ref = work[0][0]
     sites = weight_sites(ref, AUTO_OPS.split("+"))
     cands = sensitivity.candidates(ref, sites, (0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95),
                                    (0.95, 0.9, 0.8), ("2:4",), multiple=32)
-    metric = get_metric("agreement")
-    if not hasattr(choose_auto, "sweep"):
-        choose_auto.sweep = sensitivity.sweep(work, cands, metric, progress=True)  # type: ignore
-    sw = choose_auto.sweep  # type: ignore[attr-defined]
+    metric = (accuracy_metric(task, parts, [s.text for s in samples])
+              if metric_name == "accuracy" else get_metric(metric_name))
+    sweeps = choose_auto.__dict__.setdefault("sweeps", {})
+    if metric_name not in sweeps:
+        sweeps[metric_name] = sensitivity.sweep(work, cands, metric, progress=True)
+    sw = sweeps[metric_name]
     pick, loss = sensitivity.choose(work, sw, metric, budget, steps=12, progress=True)
     log.info("auto budget %g: %s (tuning loss %.2f)", budget, sensitivity.settings_pipeline(pick),
              loss)
@@ -395,7 +418,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         row = ROWS[k]
         passes = row.float_passes
         if row.auto_budget is not None:
-            passes = choose_auto(model, task, row.auto_budget)
+            passes = choose_auto(model, task, row.auto_budget, row.auto_metric)
         res = evaluate_row(model, task, row, passes, images, labels, fp32, calib, quant,
                            grams if row.grams else None)
         log.info("%s: %s", row.name, json.dumps(asdict(res)))
