@@ -362,7 +362,11 @@ def section(results: Sequence[Result], fp32_acc: float, n: int, seconds: float,
             "The int8 row is the quantiser as it stands; every compressed "
             "row inherits its loss, and the float-only column isolates what compression alone "
             "costs. The auto budgets are in points of agreement of the float model on the "
-            "tuning set, so the int8 rows lose the int8 loss on top.\n")
+            "tuning set (the accuracy row: points of accuracy against the tuning set's labels, "
+            "which 100 images measure only to a few points), so the int8 rows lose the int8 "
+            "loss on top. The structured row prunes without calibration data, so nothing "
+            "replaces the removed channels (`compensate=none`); docs/passes.md measures "
+            "`prune-structured{criterion=std,compensate=lsq}` with calibration statistics.\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
