@@ -2,7 +2,8 @@
 structured and automatic (budgeted) compression; writes the `## Compression` section of
 benchmarks/RESULTS.md.
 
-    python -m benchmarks.compression [--limit N] [--rows NAME,...] [--json OUT.json]
+    python -m benchmarks.compression [--limit N] [--rows K,...] [--quant METHOD[+eq]]
+                                     [--json OUT.json] [--reuse|--from-json FILE.json]
 
 Every number comes from ocrc's reference interpreter: the float graph for fp32 and the float
 compressed variants, the golden int8 interpreter for the int8 rows. Images are grouped by
