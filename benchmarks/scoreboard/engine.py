@@ -151,17 +151,10 @@ class OcrcModel:
         if self.table is None:
             raise RuntimeError(f"{self.name}: calibrate() before quantising")
         if shape not in self._quant:
-            if self.plan.values:
-                q = quantize_graph(self.prepared_graph(shape), self.table, self.method,
-                                   int16=self.plan.values).graph
-                verify_quantized(q)
-                self._quant[shape] = q
-            else:
-                ctx = PassContext(options={"calibration": self.table, "progress": False},
-                                  verify_each=False)
-                self._quant[shape] = run_passes(
-                    self.prepared_graph(shape),
-                    parse_pipeline(f"quantize{{method={self.method}}}"), ctx)
+            q = quantize_graph(self.prepared_graph(shape), self.table, self.method,
+                               int16=self.plan.values).graph
+            verify_quantized(q)
+            self._quant[shape] = q
         return self._quant[shape]
 
     # --- programs -------------------------------------------------------------------------
