@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import json
 import sys
 import time
 from pathlib import Path
@@ -26,7 +27,7 @@ import onnx
 
 from benchmarks.ocr.datasets import load_dataset
 from benchmarks.ocr.harness import OrtRecognizer, recognize
-from benchmarks.ocr.metrics import accuracy, agreement, cer
+from benchmarks.ocr.metrics import accuracy, agreement, agreement_ci, cer
 from benchmarks.ocr.ort_quant import ort_int8_model
 from benchmarks.ocr.report import markdown_table, write_section
 from benchmarks.ocr.tasks import TASKS, OcrTask
@@ -137,6 +138,33 @@ class OcrcInt8:
         return self.qdq[x.shape](x)
 
 
+def fp16_weights(path: Path) -> bytes:
+    """The float model with every float initializer rounded to float16 and back: a
+    perturbation far below int8's, to show how much agreement the model keeps under any."""
+    m = onnx.load(str(path))
+    for init in m.graph.initializer:
+        a = onnx.numpy_helper.to_array(init)
+        if a.dtype == np.float32:
+            r = a.astype(np.float16).astype(np.float32)
+            init.CopyFrom(onnx.numpy_helper.from_array(r, init.name))
+    return m.SerializeToString()
+
+
+class InputGrid:
+    """fp32 with only its input rounded to an 8-bit grid spanning the calibration inputs'
+    range (what the int8 model's input `quantize` does, with a min-max range)."""
+
+    def __init__(self, fp32: OrtRecognizer, calib: list[np.ndarray]) -> None:
+        lo = min(0.0, min(float(x.min()) for x in calib))
+        hi = max(0.0, max(float(x.max()) for x in calib))
+        self.fp32, self.scale = fp32, (hi - lo) / 255
+        self.zero = np.round(-lo / self.scale) - 128
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        q = np.clip(np.rint(x / self.scale) + self.zero, -128, 127)
+        return self.fp32(((q - self.zero) * self.scale).astype(np.float32))
+
+
 def parse_setting(text: str) -> tuple[str, bool, str, float, bool, bool]:
     """METHOD[+eq][+int16[@DB]|+int16all][+gptq][+bc] -> (method, equalise, int16 spec,
     threshold, gptq, bias correction)."""
@@ -169,12 +197,17 @@ def evaluate(task_name: str, settings: list[str],
     samples = load_dataset(EVAL_SET)[:limit]
     labels = [s.text for s in samples]
     calib = [task.preprocess(s.image) for s in load_dataset(CALIB_SET)]
-    fp32 = recognize(task, OrtRecognizer(fetch_model(task.model), threads=1),
-                     (s.image for s in samples))
+    fp32_rec = OrtRecognizer(fetch_model(task.model), threads=1)
+    fp32 = recognize(task, fp32_rec, (s.image for s in samples))
+    fp16w = recognize(task, OrtRecognizer(fp16_weights(fetch_model(task.model)), threads=1),
+                      (s.image for s in samples))
+    grid = recognize(task, InputGrid(fp32_rec, calib), (s.image for s in samples))
     ort8 = recognize(task, OrtRecognizer(ort_int8_model(task, CALIB_SET), threads=1),
                      (s.image for s in samples))
     runs: list[tuple[str, list[str], list[str] | None]] = [
         ("fp32 (onnxruntime)", fp32, None),
+        ("noise floor: fp32 with float16-rounded weights", fp16w, None),
+        ("noise floor: fp32 with its input on an 8-bit grid (min-max)", grid, None),
         ("ort quantize_static int8 QDQ, LSTM float", ort8, None)]
     mixed = []
     for text in settings:
@@ -202,14 +235,16 @@ def evaluate(task_name: str, settings: list[str],
     rows = []
     for variant, preds, vs in runs:
         rows.append([task.name, variant, str(len(samples)), f"{100 * accuracy(preds, labels):.1f}%",
-                     f"{100 * cer(preds, labels):.2f}%", f"{100 * agreement(preds, fp32):.1f}%",
-                     f"{100 * agreement(preds, vs):.1f}%" if vs is not None else ""])
+                     f"{100 * cer(preds, labels):.2f}%", _agree(preds, fp32),
+                     _agree(preds, vs) if vs is not None else ""])
+    OUT.mkdir(exist_ok=True)
+    (OUT / f"quant-preds-{task.name}.json").write_text(json.dumps(
+        {"labels": labels, "runs": {v: p for v, p, _ in runs}}, indent=0, sort_keys=True))
     # Per-layer report on the most common calibration shape.
     shape = collections.Counter(x.shape for x in calib).most_common(1)[0][0]
     xs = [{ocrc.input: x} for x in calib if x.shape == shape][:REPORT_SAMPLES]
     # Against the reference float graph: GPTQ's weights are part of the quantisation error.
     rep = quant_report(ocrc.reference_graph(shape), ocrc.quant(shape), xs)
-    OUT.mkdir(exist_ok=True)
     rep.write(OUT / f"quant-report-{task.name}.json")
     worst = ", ".join(f"{r.layer} ({r.op} `{r.value}`: {r.sqnr_entire:.1f} dB entire, "
                       f"{r.sqnr_single:.1f} dB single)" for r in rep.rows[:5])
@@ -220,6 +255,11 @@ def evaluate(task_name: str, settings: list[str],
     for m in mixed:
         note += f"  - mixed precision {m}.\n"
     return rows, note
+
+
+def _agree(a: list[str], b: list[str]) -> str:
+    """"case-insensitive % (exact %)"."""
+    return f"{100 * agreement_ci(a, b):.1f}% ({100 * agreement(a, b):.1f}%)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -248,7 +288,11 @@ def main(argv: list[str] | None = None) -> int:
         f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
     body = (f"Command: `{cmd}` ({time.perf_counter() - t0:.0f} s). Data: `{EVAL_SET}` "
             f"(300 rendered images, seed 1), calibration on `{CALIB_SET}` (32 images, seed 101). "
-            "Agreement = exact string equality. ocrc int8: every conv, the LSTM and the Gemm in "
+            "Agreement: the fraction of images on which two models read the same string, "
+            "compared as accuracy compares with labels (case-insensitively; the data sets are "
+            "lowercase), exact equality in parentheses. The noise-floor rows perturb fp32 far "
+            "less than int8 does and show how much agreement the model keeps under any "
+            "perturbation. Predictions: `benchmarks/out/quant-preds-MODEL.json`. ocrc int8: every conv, the LSTM and the Gemm in "
             "integers (docs/quantization.md); fp32 and onnxruntime int8 as in the baselines "
             "section.\n\n"
             + markdown_table(["model", "variant", "n", "accuracy", "CER", "agreement with fp32",

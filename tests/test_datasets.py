@@ -80,6 +80,7 @@ def test_metrics() -> None:
     assert metrics.accuracy(["AB1", "x"], ["ab1", "y"]) == 0.5
     assert metrics.cer(["abc", ""], ["abd", "xy"]) == pytest.approx(3 / 5)
     assert metrics.agreement(["Ab", "c"], ["ab", "c"]) == 0.5
+    assert metrics.agreement_ci(["Ab", "c", "d"], ["ab", "c", "e"]) == pytest.approx(2 / 3)
     with pytest.raises(ValueError, match="length mismatch: 1 predictions vs 2 references"):
         metrics.accuracy(["a"], ["a", "b"])
 

@@ -1,7 +1,8 @@
 """OCR metrics: exact-match accuracy and CER against labels, agreement between two runs.
 
 Accuracy and CER compare case-insensitively (the data sets are lowercase, ddddocr's charset
-has both cases); agreement compares two predictions exactly.
+has both cases); `agreement` compares two predictions exactly, `agreement_ci` the way accuracy
+compares a prediction with its label (case-insensitively).
 """
 
 from __future__ import annotations
@@ -46,3 +47,10 @@ def agreement(a: Sequence[str], b: Sequence[str]) -> float:
     """Fraction of positions where two runs produced exactly the same string."""
     _check(a, b)
     return sum(x == y for x, y in zip(a, b)) / len(a)
+
+
+def agreement_ci(a: Sequence[str], b: Sequence[str]) -> float:
+    """Fraction of positions where two runs produced the same string up to letter case (the
+    comparison `accuracy` scores with)."""
+    _check(a, b)
+    return sum(x.lower() == y.lower() for x, y in zip(a, b)) / len(a)
