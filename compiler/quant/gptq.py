@@ -8,7 +8,8 @@ each column's rounding error onto the columns not yet rounded, weighted by H^-1,
 ||X W^T - X Q^T|| rather than ||W - Q|| is small. `gptq` returns the float graph with every such
 weight replaced by Q * s: its values lie on the grid the quantiser computes (each channel keeps
 one +-127 code), so `quantize_weights` recovers Q exactly. Weights stay int8, symmetric, per
-channel (docs/quantization.md §2); nothing else changes.
+channel (docs/quantization.md §2); nothing else changes. A weight that is exactly zero (pruned)
+keeps code 0, its error fed forward like any other, so a pruned layer stays as sparse.
 """
 
 from __future__ import annotations
@@ -103,15 +104,16 @@ def hessians(g: Graph, data: Iterable[Mapping[str, np.ndarray]],
 def gptq_round(w: np.ndarray, h: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """The int8 codes Q [M, K] of w [M, K] on the per-row grid `scale`, GPTQ order (columns by
     decreasing H diagonal, lazy batches), with every row keeping a +-127 code at its largest
-    |w| (so the grid max|Q * s| / 127 = s is unchanged)."""
+    |w| (so the grid max|Q * s| / 127 = s is unchanged) and every exact zero of w code 0."""
     w = np.array(w, np.float64)
     m, k = w.shape
+    zero = w == 0  # pruned: stays pruned
     h = np.array(h, np.float64)
     dead = np.diag(h) == 0
     h[dead, dead] = 1.0
     h += DAMP * np.mean(np.diag(h)) * np.eye(k)
     perm = np.argsort(-np.diag(h), kind="stable")
-    wp, hp = w[:, perm], h[np.ix_(perm, perm)]
+    wp, hp, zp = w[:, perm], h[np.ix_(perm, perm)], zero[:, perm]
     u = np.linalg.cholesky(np.linalg.inv(hp)).T  # upper: H^-1 = U^T U
     s = scale.reshape(-1, 1)
     q = np.zeros((m, k), np.float64)
@@ -121,6 +123,7 @@ def gptq_round(w: np.ndarray, h: np.ndarray, scale: np.ndarray) -> np.ndarray:
         err = np.zeros_like(w1)
         for i in range(i2 - i1):
             qi = np.clip(np.rint(w1[:, i:i + 1] / s), -127, 127)
+            qi[zp[:, i1 + i]] = 0.0
             q[:, i1 + i] = qi[:, 0]
             e = (w1[:, i:i + 1] - qi * s) / u1[i, i]
             w1[:, i:] -= e * u1[i:i + 1, i:]

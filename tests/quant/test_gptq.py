@@ -42,6 +42,21 @@ def test_gptq_round_is_on_the_grid_and_beats_nearest() -> None:
     assert err_gptq < 0.8 * err_rtn
 
 
+def test_gptq_round_keeps_pruned_weights_at_zero() -> None:
+    """Exact zeros (pruned weights) keep code 0; the error feedback still beats nearest
+    rounding of the same sparse weights (without the mask it would fill the zeros)."""
+    rng = np.random.default_rng(1)
+    x = _correlated(rng, 512, 48)
+    w = rng.standard_normal((16, 48))
+    w[rng.random(w.shape) < 0.6] = 0.0
+    q0, s = quantize_weights(w)
+    q = gptq_round(w, x.T @ x, s)
+    assert np.all(q[w == 0] == 0)
+    wq = q.astype(np.float64) * s.reshape(-1, 1)
+    err_rtn = np.linalg.norm(x @ (w - q0 * s.reshape(-1, 1)).T)
+    assert np.linalg.norm(x @ (w - wq).T) < err_rtn
+
+
 def test_gptq_graph_changes_only_mac_weights_and_is_deterministic() -> None:
     g = prepare(demo_graph())
     ws = gptq_weights(g, demo_samples(4))
