@@ -30,6 +30,12 @@ from benchmarks.ocr.harness import OrtRecognizer, recognize
 from benchmarks.ocr.metrics import accuracy, agreement, agreement_ci, cer
 from benchmarks.ocr.ort_quant import ort_int8_model
 from benchmarks.ocr.report import markdown_table, write_section
+from benchmarks.ocr.shapes import (
+    INT16_SAMPLES,
+    group_by_shape,
+    most_common_shape,
+    shared_gptq_weights,
+)
 from benchmarks.ocr.tasks import TASKS, OcrTask
 from ocrc.compiler.export_onnx import export_onnx
 from ocrc.compiler.ir import Graph, run
@@ -37,7 +43,7 @@ from ocrc.compiler.pipeline import optimize
 from ocrc.compiler.quant import CalibTable, QuantResult, calibrate, prepare, quantize_graph
 from ocrc.compiler.quant.bias_correction import apply_bias_errors, measure_bias_errors
 from ocrc.compiler.quant.equalize import channel_absmax, equalize
-from ocrc.compiler.quant.gptq import gptq_weights, with_weights
+from ocrc.compiler.quant.gptq import with_weights
 from ocrc.compiler.quant.mixed import DEFAULT_THRESHOLD, Int16Plan, select_int16
 from ocrc.compiler.quant.report import quant_report
 from ocrc.frontend import import_onnx
@@ -46,8 +52,6 @@ from ocrc.frontend.zoo import fetch_model
 SECTION = "Quantisation"
 EVAL_SET, CALIB_SET = "clean", "calib-clean"
 REPORT_SAMPLES = 4
-INT16_SAMPLES = 8  # calibration images of the selection shape for --settings ...+int16
-GPTQ_SAMPLES = 8  # calibration images of the most common shape for --settings ...+gptq
 BC_SAMPLES = 16  # calibration images of the most common shape for --settings ...+bc
 OUT = Path(__file__).parent / "out"
 
@@ -97,25 +101,21 @@ class OcrcInt8:
         return self.floats[shape]
 
     def calibrate(self, inputs: list[np.ndarray]) -> None:
-        by_shape = collections.defaultdict(list)
-        for x in inputs:
-            by_shape[x.shape].append({self.input: x})
+        by_shape = group_by_shape(inputs, self.input)
         if self.equalize:
             for shape in sorted(by_shape):
                 channel_absmax(self.prepared_graph(shape), by_shape[shape], self.absmax)
-        if self.gptq:
-            shape = max(sorted(by_shape), key=lambda s: len(by_shape[s]))
-            self.gptq_w = gptq_weights(self.reference_graph(shape),
-                                       by_shape[shape][:GPTQ_SAMPLES])
+        if self.gptq:  # one set, from the most common shape (benchmarks/ocr/shapes.py)
+            self.gptq_w = shared_gptq_weights(self.reference_graph, by_shape)
         for shape in sorted(by_shape):
             calibrate(self.float_graph(shape), by_shape[shape], self.table, progress=False)
         if self.int16 != "none":
-            shape = max(sorted(by_shape), key=lambda s: len(by_shape[s]))
+            shape = most_common_shape(by_shape)
             self.plan = select_int16(self.float_graph(shape), self.table, self.int16,
                                      by_shape[shape][:INT16_SAMPLES], self.method,
                                      threshold=self.threshold)
         if self.bias_correction:  # measured once, on the most common shape, applied to all
-            shape = max(sorted(by_shape), key=lambda s: len(by_shape[s]))
+            shape = most_common_shape(by_shape)
             self.bias_errors = measure_bias_errors(self.float_graph(shape), self.quant(shape),
                                                    by_shape[shape][:BC_SAMPLES])
             self.quants.clear()
