@@ -4,17 +4,36 @@ the RESULTS.md header writer."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
+from ocrc.compiler.passes import parse_pipeline
 from ocrc.frontend.bundled import BundledModel
 from ocrc.frontend.demo import build_demo_crnn
 
 from benchmarks.ocr.datasets import generate
 from benchmarks.ocr.report import write_section
-from benchmarks.scoreboard.evaluate import OCRC_FLOAT, OCRC_INT8, ORT_FP32, ORT_INT8
-from benchmarks.scoreboard.models import Compression, Config, Limits, ModelSpec, crnn_task
+from benchmarks.scoreboard.engine import OcrcModel
+from benchmarks.scoreboard.evaluate import (
+    OCRC_FLOAT,
+    OCRC_INT8,
+    ORT_FP32,
+    ORT_INT8,
+    Unit,
+    UnitRun,
+)
+from benchmarks.scoreboard.models import (
+    REAL,
+    Compression,
+    Config,
+    Limits,
+    ModelSpec,
+    crnn_task,
+    quantize_text,
+)
 from benchmarks.scoreboard.plots import make_plots
 from benchmarks.scoreboard.runner import run_all
 from benchmarks.scoreboard.tables import (
@@ -95,3 +114,51 @@ def test_header_and_section(tmp_path: Path) -> None:
     assert text.index("intro") < text.index(HEADER_START) < text.index(f"## {SECTION}") \
         < text.index("## Baselines")
     assert text.endswith("## Baselines\n\nold numbers\n")
+
+
+def _int8_weights(m: OcrcModel, shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """The int8 conv and dense weights of m's int8 graph, by value name."""
+    return {n.outputs[0].name: n.attrs["value"] for n in m.quant_graph(shape).nodes
+            if n.op.name == "const" and n.outputs[0].type.rank in (2, 4)
+            and n.attrs["value"].dtype == np.int8}
+
+
+def test_gptq_reaches_the_int8_graph_and_the_npu(
+        tiny: tuple[ModelSpec, Config, dict]) -> None:
+    """ModelSpec.gptq reaches every OcrcModel of the run; GPTQ's weights (one set, from the
+    most common calibration width) change every conv and dense weight of the int8 graph at
+    every width, pruned weights stay zero, and the VM still matches the golden interpreter."""
+    spec, cfg, data = tiny
+    task, path = spec.task(), spec.path()
+    run = UnitRun(replace(spec, gptq=True), cfg, Unit(spec.key, 0, OCRC_INT8),
+                  lambda name: data[name])
+    assert run.base.gptq and run.variant_model(spec.compressions[0]).gptq
+    calib = [task.preprocess(s.image) for s in generate("clean", 4, 6)]
+    shapes = sorted({x.shape for x in calib})
+    assert len(shapes) > 1
+    for passes in ("", "prune{sparsity=0.5,ops=dense+lstm}"):
+        plain = OcrcModel(path, passes, name="t")
+        gptq = OcrcModel(path, passes, name="t", gptq=True)
+        plain.calibrate(calib)
+        gptq.calibrate(calib)
+        assert len(gptq.gptq_w) == 4 and not plain.gptq_w  # 3 convs and the dense layer
+        for shape in shapes:
+            wp, wg = _int8_weights(plain, shape), _int8_weights(gptq, shape)
+            assert wp.keys() == wg.keys() and len(wg) == 4
+            assert all(not np.array_equal(wp[k], wg[k]) for k in wg)
+            assert gptq.program_path(shape, "npu") != plain.program_path(shape, "npu")
+        if passes:
+            assert (wg["logits.w"] == 0).mean() >= 0.5  # pruned: still at least half zeros
+        x = calib[0]
+        outs, _, _ = gptq.run_vm(x, "npu")
+        gold = gptq.run_golden(x)
+        assert all(np.array_equal(outs[k], v) for k, v in gold.items())
+
+
+def test_quantize_text_of_the_real_models() -> None:
+    """The calibration the scoreboard's text names, as pass text the pipeline parser takes:
+    GPTQ on ddddocr only (benchmarks/RESULTS.md, Quantisation: no gain on PP-OCRv2 rec)."""
+    for spec in REAL.values():
+        parse_pipeline(quantize_text(spec))
+    assert quantize_text(REAL["ddddocr"]) == "quantize{method=mse,equalize=true,gptq=true}"
+    assert quantize_text(REAL["ppocr-v2-rec"]) == "quantize{method=mse,equalize=true}"

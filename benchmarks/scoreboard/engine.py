@@ -1,13 +1,13 @@
 """ocrc on one model and one compression variant: the float graph per input shape (the IR is
 static, so each distinct input width is its own graph), calibration into one table shared by
-every shape (keyed by value names), the int8 graph, and the NPU program per (shape, preset),
-cached on disk under a key of everything it depends on. Runs the float reference interpreter,
-the golden int8 interpreter and the VM.
+every shape (keyed by value names; GPTQ weights and int16 values are chosen once, on the most
+common calibration shape: benchmarks/ocr/shapes.py), the int8 graph, and the NPU program per
+(shape, preset), cached on disk under a key of everything it depends on. Runs the float
+reference interpreter, the golden int8 interpreter and the VM.
 """
 
 from __future__ import annotations
 
-import collections
 import functools
 import hashlib
 import json
@@ -29,6 +29,7 @@ from ocrc.compiler.pipeline import optimize
 from ocrc.compiler.quant import CalibTable, calibrate, prepare, quantize_graph
 from ocrc.compiler.quant.checks import verify_quantized
 from ocrc.compiler.quant.equalize import channel_absmax, equalize
+from ocrc.compiler.quant.gptq import with_weights
 from ocrc.compiler.quant.mixed import Int16Plan, select_int16
 from ocrc.frontend import import_onnx
 from ocrc.frontend.zoo import cache_dir
@@ -37,10 +38,16 @@ from ocrc.runtime.stats import Stats
 from ocrc.runtime.target import load_target
 from ocrc.runtime.vm import VM
 
+from benchmarks.ocr.shapes import (
+    INT16_SAMPLES,
+    Shape,
+    group_by_shape,
+    most_common_shape,
+    shared_gptq_weights,
+)
+
 log = logging.getLogger(__name__)
-Shape = tuple[int, ...]
 SOURCE_SUFFIXES = (".py", ".toml", ".lark")
-INT16_SAMPLES = 8  # calibration inputs of the most common shape that choose the int16 values
 
 
 @functools.cache
@@ -82,9 +89,13 @@ class OcrcModel:
     pipeline, "" for none). Call `calibrate` before anything int8."""
 
     def __init__(self, path: Path, passes: str = "", method: str = "minmax",
-                 name: str = "model", equalize: bool = False, int16: str = "none") -> None:
+                 name: str = "model", equalize: bool = False, int16: str = "none",
+                 gptq: bool = False) -> None:
         self.path, self.passes, self.method, self.name = path, passes, method, name
         self.equalize = equalize  # cross-layer equalisation before calibration
+        self.gptq = gptq  # GPTQ int8 weight rounding before calibration (compiler/quant/gptq.py)
+        self.gptq_w: dict[str, np.ndarray] = {}  # its weights, by name, for every shape
+        self.gptq_digest = ""
         self.int16 = int16  # mixed precision: quantize{int16=...} (docs/quantization.md §8)
         self.plan = Int16Plan()  # the values kept in int16, chosen at calibration
         self.absmax: dict[str, np.ndarray] = {}  # its channel statistics, over every shape
@@ -120,30 +131,37 @@ class OcrcModel:
         if not inputs:
             raise ValueError(f"{self.name}: empty calibration set")
         table = CalibTable()
-        by_shape: dict[Shape, list[dict[str, np.ndarray]]] = collections.defaultdict(list)
-        for x in inputs:
-            by_shape[x.shape].append({self.input: x})
+        by_shape = group_by_shape(inputs, self.input)
         self._prepared.clear()
-        self.absmax = {}
+        self.absmax, self.gptq_w = {}, {}
         if self.equalize:
             for shape in sorted(by_shape):
                 channel_absmax(prepare(self.float_graph(shape)), by_shape[shape], self.absmax)
+        if self.gptq:
+            self.gptq_w = shared_gptq_weights(self.reference_graph, by_shape)
+        self.gptq_digest = arrays_digest([self.gptq_w[k] for k in sorted(self.gptq_w)])
         for shape in sorted(by_shape):
             calibrate(self.prepared_graph(shape), by_shape[shape], table, progress=False)
         self.table = table
         if self.int16 != "none":  # chosen once, on the most common calibration shape
-            shape = max(sorted(by_shape), key=lambda s: len(by_shape[s]))
+            shape = most_common_shape(by_shape)
             self.plan = select_int16(self.prepared_graph(shape), table, self.int16,
                                      by_shape[shape][:INT16_SAMPLES], self.method)
             log.info("%s: %s", self.name, self.plan.summary())
         self.calib_digest = arrays_digest(inputs)
         self._quant.clear()
 
+    def reference_graph(self, shape: Shape) -> Graph:
+        """The float graph prepared, and equalised if asked (float-equivalent to it)."""
+        g = prepare(self.float_graph(shape))
+        return equalize(g, self.absmax) if self.equalize else g
+
     def prepared_graph(self, shape: Shape) -> Graph:
-        """The float graph the int8 one derives from: prepared, and equalised if asked."""
+        """The float graph the int8 one derives from: the reference graph, with gptq its
+        conv and dense weights GPTQ-rounded (one set for every shape, chosen at calibration)."""
         if shape not in self._prepared:
-            g = prepare(self.float_graph(shape))
-            self._prepared[shape] = equalize(g, self.absmax) if self.equalize else g
+            g = self.reference_graph(shape)
+            self._prepared[shape] = with_weights(g, self.gptq_w) if self.gptq else g
         return self._prepared[shape]
 
     def quant_graph(self, shape: Shape) -> Graph:
@@ -160,11 +178,12 @@ class OcrcModel:
     # --- programs -------------------------------------------------------------------------
     def cache_key(self, shape: Shape, preset: str) -> str:
         target = load_target(preset)
-        text = json.dumps({"model": file_digest(self.path), "shape": list(shape),
-                           "passes": self.passes, "method": self.method,
-                           "equalize": self.equalize, "int16": self.plan.values,
-                           "calib": self.calib_digest, "target": target.hash,
-                           "ocrc": source_digest()}, sort_keys=True)
+        key = {"model": file_digest(self.path), "shape": list(shape), "passes": self.passes,
+               "method": self.method, "equalize": self.equalize, "int16": self.plan.values,
+               "calib": self.calib_digest, "target": target.hash, "ocrc": source_digest()}
+        if self.gptq:  # its weights (the keys without gptq stay as they were)
+            key["gptq"] = self.gptq_digest
+        text = json.dumps(key, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:20]
 
     def program_path(self, shape: Shape, preset: str) -> Path:

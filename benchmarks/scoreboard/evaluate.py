@@ -187,7 +187,7 @@ class UnitRun:
                       for s in load(self.calib_name)[:self.lim.calib_images]]
         self.ref = reference_input(spec, self.task, load, self.ds, self.xs)
         self.base = OcrcModel(self.path, name=spec.key, method=spec.quant_method,
-                              equalize=spec.equalize)
+                              equalize=spec.equalize, gptq=spec.gptq)
 
     def row(self, variant: str, preds: list[str], nbytes: int, kind: str, macs: int,
             **kw: object) -> AccuracyRow:
@@ -257,7 +257,7 @@ class UnitRun:
             log.info("%s: %s chose %s", self.spec.key, comp.auto, passes)
         return OcrcModel(self.path, passes=passes, name=self.spec.key,
                          method=self.spec.quant_method, equalize=self.spec.equalize,
-                         int16=comp.int16)
+                         int16=comp.int16, gptq=self.spec.gptq)
 
     def int8_variant(self, comp: Compression) -> None:
         """Calibrate, compile per input width, read the data set in the VM on the default

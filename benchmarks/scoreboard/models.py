@@ -53,6 +53,14 @@ class ModelSpec:
     method: str = ""  # crnn: how it was compressed in training
     quant_method: str = "minmax"  # activation ranges of ocrc int8 (docs/quantization.md §5)
     equalize: bool = False  # cross-layer equalisation before calibration
+    gptq: bool = False  # GPTQ int8 weight rounding before calibration (compiler/quant/gptq.py)
+
+
+def quantize_text(spec: ModelSpec) -> str:
+    """The `quantize{...}` pass options of the spec's ocrc int8 calibration."""
+    opts = [f"method={spec.quant_method}"]
+    opts += [f"{o}=true" for o, on in (("equalize", spec.equalize), ("gptq", spec.gptq)) if on]
+    return f"quantize{{{','.join(opts)}}}"
 
 
 @dataclass(frozen=True)
@@ -107,11 +115,11 @@ REAL: dict[str, ModelSpec] = {
     "ddddocr": ModelSpec(
         "ddddocr", "ddddocr common.onnx", "real", lambda: fetch_model("ddddocr-common"),
         ddddocr_task, (("clean", "calib-clean"), ("captcha", "calib-captcha")), 160,
-        DDDDOCR_COMPRESSIONS, quant_method="mse", equalize=True),
+        DDDDOCR_COMPRESSIONS, quant_method="mse", equalize=True, gptq=True),
     "ppocr-v2-rec": ModelSpec(
         "ppocr-v2-rec", "PP-OCRv2 rec", "real", lambda: fetch_model("ppocr-v2-rec"),
         ppocr_rec_task, (("clean", "calib-clean"),), 320, PPOCR_COMPRESSIONS,
-        quant_method="mse", equalize=True),
+        quant_method="mse", equalize=True),  # GPTQ: no gain here (benchmarks/RESULTS.md)
 }
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from ocrc.runtime.fileio import atomic_write_text
 
 from benchmarks.ocr.report import RESULTS_MD, markdown_table
+from benchmarks.ocr.shapes import GPTQ_SAMPLES
 from benchmarks.scoreboard.evaluate import (
     OCRC_FLOAT,
     OCRC_INT8,
@@ -19,7 +20,7 @@ from benchmarks.scoreboard.evaluate import (
     ModelResult,
     PerfRow,
 )
-from benchmarks.scoreboard.models import Config
+from benchmarks.scoreboard.models import REAL, Config, quantize_text
 
 SECTION = "Scoreboard"
 HEADER_START = "<!-- scoreboard header: written by benchmarks/run.py -->"
@@ -163,6 +164,8 @@ def section_body(results: Sequence[ModelResult], cfg: Config, command: str, seco
         notes += [f"- {r.label}: {n}" for n in r.notes]
     times = ", ".join(f"{r.label} {r.seconds:.0f} s" for r in results)
     crnn = crnn_table(results, cfg)
+    real = [f"{REAL[r.key].label} `{quantize_text(REAL[r.key])}`" for r in results
+            if r.key in REAL]
     variants = (
         f"Variants: **{ORT_FP32}** and **{ORT_INT8}** (`quantize_static`, per-channel, the "
         "same calibration images; its LSTM stays float) on one CPU thread; **"
@@ -182,9 +185,14 @@ def section_body(results: Sequence[ModelResult], cfg: Config, command: str, seco
         "compression passes, the calibration inputs, the target and the ocrc sources. "
         "PP-OCRv2 rec runs at its fixed 3x32x320 (resized and zero-padded as upstream). The "
         "demo CRNNs read height 32, white-padded to a multiple of 4, as trained. ocrc int8 "
-        "calibration: ddddocr and PP-OCRv2 rec are equalised across layers and use MSE-optimal "
-        "activation ranges (`quantize{equalize=true,method=mse}`, the best int8-only setting "
-        "of the Quantisation section), the demo CRNNs min-max.")
+        f"calibration: {'; '.join([*real, 'the demo CRNNs `quantize` (min-max)'])}. "
+        "MSE-optimal activation ranges after cross-layer equalisation are the best all-int8 "
+        "activation setting of the Quantisation section; GPTQ weight rounding "
+        "(compiler/quant/gptq.py: error-feedback choice of each int8 weight code, same format) "
+        "is on where that section measured a gain on top of it (ddddocr, not PP-OCRv2 rec). "
+        f"The scoreboard computes GPTQ's weights once, from {GPTQ_SAMPLES} calibration images "
+        "of the most common input width, as the Quantisation section does, and uses them at "
+        "every width; pruned weights stay zero.")
     columns = (
         f"Images per run: {limits_text}. *bytes*: the model file for onnxruntime and ocrc "
         "float, the `.npu` program (instructions, weights, I/O descriptors) at the reference "
