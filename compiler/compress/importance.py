@@ -4,9 +4,9 @@ l1: mean |w| of the filter. gm: the filter's summed Euclidean distance to the la
 filters (FPGM: filters near the geometric median are the most replaceable). entropy: the mean
 entropy of the filter's feature map over the calibration samples (a 32-bin histogram per
 sample; a near-constant map carries little information). std: the standard deviation of the
-filter's feature map over the calibration samples, what mean replacement
-(`prune-structured{compensate=mean}`) cannot restore. Scores are normalised per layer to
-mean 1 so that layers compare.
+filter's feature map over the calibration samples (or from precomputed channel moments),
+what mean replacement (`prune-structured{compensate=mean}`) cannot restore. Scores are
+normalised per layer to mean 1 so that layers compare.
 """
 
 from __future__ import annotations
@@ -71,10 +71,27 @@ def feature_std(nodes: Sequence[Node], g: Graph,
     return out
 
 
+def std_from_moments(nodes: Sequence[Node], given: object) -> dict[Node, np.ndarray] | None:
+    """feature_std from moments by value name (mean, covariance: stats.moments) of every
+    node's output, or None when `given` does not cover them all."""
+    if not (isinstance(given, Mapping) and all(n.outputs[0].name in given for n in nodes)):
+        return None
+    out = {}
+    for n in nodes:
+        cov = np.asarray(given[n.outputs[0].name][1])
+        if cov.shape != (n.outputs[0].type.shape[1],) * 2:
+            return None
+        out[n] = np.sqrt(np.maximum(np.diag(cov), 0.0))
+    return out
+
+
 def scores(criterion: str, nodes: Sequence[Node], g: Graph,
-           samples: Sequence[Mapping[str, np.ndarray]] | None = None) -> dict[Node, np.ndarray]:
-    """Per source node, one normalised score per output channel."""
-    if criterion in ("entropy", "std"):
+           samples: Sequence[Mapping[str, np.ndarray]] | None = None,
+           stds: Mapping[Node, np.ndarray] | None = None) -> dict[Node, np.ndarray]:
+    """Per source node, one normalised score per output channel (std: `stds` when given)."""
+    if criterion == "std" and stds is not None:
+        raw = dict(stds)
+    elif criterion in ("entropy", "std"):
         assert samples is not None
         raw = (feature_entropy if criterion == "entropy" else feature_std)(nodes, g, samples)
     else:

@@ -147,20 +147,43 @@ def channel_means(g: Graph, samples: Sequence[Mapping[str, np.ndarray]],
     return {v: s / k for v, (s, k) in sums.items()}
 
 
+MomentSums = dict[str, tuple[np.ndarray, np.ndarray, int]]
+
+
+def _moment_sums(g: Graph, samples: Sequence[Mapping[str, np.ndarray]],
+                 axes: Mapping[Value, int], acc: dict, key: Callable[[Value], object]) -> None:
+    def add(v: Value, a: np.ndarray) -> None:
+        m = np.moveaxis(a.astype(np.float64), axes[v], 0).reshape(a.shape[axes[v]], -1)
+        s, ss, k = acc.get(key(v), (0.0, 0.0, 0))
+        acc[key(v)] = (s + m.sum(1), ss + m @ m.T, k + m.shape[1])
+
+    observe(g, samples, list(axes), add)
+
+
+def moment_sums(g: Graph, samples: Sequence[Mapping[str, np.ndarray]],
+                axes: Mapping[Value, int], acc: MomentSums | None = None) -> MomentSums:
+    """By value name (unnamed values are left out), the float64 sum [C], sum of outer products
+    [C, C] and count of each value's channels (along its axis in `axes`) over all positions of
+    the samples, added to `acc`: sums that merge across graphs of several input shapes."""
+    acc = {} if acc is None else acc
+    _moment_sums(g, samples, {v: a for v, a in axes.items() if v.name}, acc, lambda v: v.name)
+    return acc
+
+
+def moments(acc: Mapping) -> dict:
+    """Mean [C] and covariance [C, C] per key of `moment_sums` (by value name: what
+    ctx.options['channel_moments'] gives `prune-structured`)."""
+    out = {}
+    for name, (s, ss, k) in acc.items():
+        mean = s / k
+        out[name] = (mean, ss / k - np.outer(mean, mean))
+    return out
+
+
 def channel_moments(g: Graph, samples: Sequence[Mapping[str, np.ndarray]],
                     axes: Mapping[Value, int]) -> dict[Value, tuple[np.ndarray, np.ndarray]]:
     """Per value, the mean [C] and covariance [C, C] of its channels (along its axis in
     `axes`) over all positions of the samples."""
-    acc: dict[Value, tuple[np.ndarray, np.ndarray, int]] = {}
-
-    def add(v: Value, a: np.ndarray) -> None:
-        m = np.moveaxis(a.astype(np.float64), axes[v], 0).reshape(a.shape[axes[v]], -1)
-        s, ss, k = acc.get(v, (0.0, 0.0, 0))  # type: ignore[assignment]
-        acc[v] = (s + m.sum(1), ss + m @ m.T, k + m.shape[1])
-
-    observe(g, samples, list(axes), add)
-    out = {}
-    for v, (s, ss, k) in acc.items():
-        mean = s / k
-        out[v] = (mean, ss / k - np.outer(mean, mean))
-    return out
+    acc: dict = {}
+    _moment_sums(g, samples, axes, acc, lambda v: v)
+    return moments(acc)

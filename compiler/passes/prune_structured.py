@@ -12,7 +12,7 @@ from typing import ClassVar
 
 import numpy as np
 from ocrc.compiler.compress.groups import Channels, analyse
-from ocrc.compiler.compress.importance import CRITERIA, scores
+from ocrc.compiler.compress.importance import CRITERIA, scores, std_from_moments
 from ocrc.compiler.compress.masks import check_sparsity
 from ocrc.compiler.compress.sites import node_layer, parse_layer_values
 from ocrc.compiler.compress.slicing import remove_channels
@@ -40,9 +40,10 @@ class StructuredRow:
 @dataclass(frozen=True)
 class PruneStructured(Pass):
     """Remove `sparsity` of the channels of every channel space (a set of layers whose filters
-    are coupled one to one), the least important by `criterion` (l1, gm, entropy, std: the last
-    two need ctx.options['calibration']). `layers=name:sparsity;...` overrides per space (any
-    layer of it) and, without `sparsity`, limits pruning to those spaces. Kept counts are
+    are coupled one to one), the least important by `criterion` (l1, gm, entropy, std: entropy
+    needs ctx.options['calibration'], std that or ctx.options['channel_moments'] of the filters'
+    outputs). `layers=name:sparsity;...` overrides per space (any layer of it) and, without
+    `sparsity`, limits pruning to those spaces. Kept counts are
     rounded up to `multiple`; at least one channel stays. `ops` chooses the filter sources
     (conv, or conv+dense). Channels reaching an op that cannot be sliced (or a graph output)
     are never removed. `compensate=mean` folds each removed channel's mean activation (on the
@@ -54,7 +55,8 @@ class PruneStructured(Pass):
     covers the removed channels). `lsq` replaces each removed channel by its least-squares
     fit on the kept channels of the same value (plus a constant), folded into the consumers'
     kept weights and biases (statistics: ctx.options['channel_moments'] or calibration). Reports:
-    ctx.options['reports']['prune-structured'].
+    ctx.options['reports']['prune-structured']. `statistics_axes` names the values (and axes)
+    whose moments serve std and lsq on any input shape (stats.moment_sums, then stats.moments).
     """
 
     name: ClassVar[str] = "prune-structured"
@@ -93,10 +95,12 @@ class PruneStructured(Pass):
         groups = ch.groups()
         sources = list(dict.fromkeys(n for n, _ in ch.sources.values()))
         samples = None
-        if self.criterion in ("entropy", "std"):
+        stds = (std_from_moments(sources, ctx.options.get("channel_moments"))
+                if self.criterion == "std" else None)
+        if self.criterion == "entropy" or self.criterion == "std" and stds is None:
             samples = matching(g, ctx.options.get("calibration"),
                                f"prune-structured{{criterion={self.criterion}}}")
-        score = scores(self.criterion, sources, g, samples)
+        score = scores(self.criterion, sources, g, samples, stds)
         spaces: dict[tuple[str, ...], list[tuple[float, tuple[int, ...]]]] = {}
         for grp in groups:
             members = [ch.sources[i] for i in grp]
@@ -154,6 +158,18 @@ class PruneStructured(Pass):
             means[v] = mean - a @ mean
             mix[v] = a
         return means, mix
+
+    @staticmethod
+    def statistics_axes(g: Graph, ops: str = "conv") -> dict[Value, int]:
+        """The values whose channel moments `criterion=std` and `compensate=lsq` may read (with
+        their channel axis): the filter sources' outputs and every MAC input carrying their
+        channels along the axis its consumers reduce."""
+        ch = analyse(g, tuple(ops.split("+")))
+        axes = {n.outputs[0]: 1 for n, _ in ch.sources.values()}
+        for v, ax in mac_input_axes(g).items():
+            if ch.channel_ids(v) is not None and ch.axis[v] % v.type.rank == ax:
+                axes[v] = ax
+        return axes
 
     def consumed(self, g: Graph, ch: Channels, removed: np.ndarray) -> dict[Value, int]:
         """The MAC inputs that lose channels, with the axis their consumers reduce."""

@@ -192,3 +192,26 @@ def test_lsq_restores_a_linearly_redundant_channel() -> None:
         assert ctx.options["reports"]["prune-structured"][0].filters == (("a", (0,)),)
         err[mode] = float(np.abs(interp.run(out, x)["y"] - ref).max())
     assert err["lsq"] < 1e-2 * err["mean"], err  # not 0: the fit's small ridge
+
+
+def test_std_and_lsq_from_moments_merged_over_calls_equal_calibration() -> None:
+    """Moments summed over two batches of samples (as over graphs of several input shapes),
+    given as channel_moments without calibration data, prune and compensate like the samples."""
+    from ocrc.compiler.compress.stats import moment_sums, moments
+    from ocrc.compiler.passes.prune_structured import PruneStructured
+
+    g = _unpadded()
+    calib = _inputs(1, 4)
+    acc = moment_sums(g, calib[:1], PruneStructured.statistics_axes(g))
+    moment_sums(g, calib[1:], PruneStructured.statistics_axes(g), acc)
+    spec = "prune-structured{sparsity=0.25,criterion=std,compensate=lsq}"
+    ctx = PassContext(options={"calibration": calib})
+    ref = run_passes(g, parse_pipeline(spec), ctx)
+    ctx2 = PassContext(options={"channel_moments": moments(acc)})
+    out = run_passes(g, parse_pipeline(spec), ctx2)
+    verify(out)
+    assert [r.filters for r in ctx2.options["reports"]["prune-structured"]] == \
+        [r.filters for r in ctx.options["reports"]["prune-structured"]]
+    x = _inputs(9, 1)[0]
+    np.testing.assert_allclose(interp.run(out, x)["logits"], interp.run(ref, x)["logits"],
+                               rtol=1e-4, atol=1e-5)
