@@ -28,12 +28,13 @@ import onnx
 from ocrc.compiler.compress import sensitivity
 from ocrc.compiler.compress.metrics import custom_metric, get_metric
 from ocrc.compiler.compress.sites import weight_sites
-from ocrc.compiler.compress.stats import input_grams
+from ocrc.compiler.compress.stats import input_grams, moment_sums, moments
 from ocrc.compiler.compress.storage import other_const_bytes, storage_report
 from ocrc.compiler.ir import interp
 from ocrc.compiler.ir.graph import Graph
 from ocrc.compiler.ir.ops.counts import node_macs
 from ocrc.compiler.passes import PassContext, parse_pipeline, run_passes
+from ocrc.compiler.passes.prune_structured import PruneStructured
 from ocrc.compiler.pipeline import optimize
 from ocrc.compiler.quant.calibrate import CalibTable, calibrate
 from ocrc.compiler.quant.equalize import channel_absmax, equalize
@@ -84,6 +85,7 @@ class Row:
     auto_budget: float | None = None  # choose float_passes on the tuning set
     auto_metric: str = "agreement"  # the budget's unit: agreement with fp32, or accuracy
     grams: bool = False  # the passes read calibration input statistics (lowrank whiten=true)
+    moments: bool = False  # ... channel moments (prune-structured criterion=std, compensate=lsq)
 
 
 ROWS = [
@@ -93,6 +95,8 @@ ROWS = [
     Row("int8 + 78% unstructured (LSTM + Gemm)", "prune{sparsity=0.78,ops=dense+lstm}"),
     Row("int8 + 2:4 (LSTM + Gemm)", "prune{nm=2:4,ops=dense+lstm}"),
     Row("int8 + 25% structured filters (conv backbone)", "prune-structured{sparsity=0.25}"),
+    Row("int8 + 25% structured filters (conv backbone, std + least-squares, calibrated)",
+        "prune-structured{sparsity=0.25,criterion=std,compensate=lsq}", moments=True),
     Row("int8 + low-rank LSTM R (rank 128, whitened)",
         "lowrank{layers=LSTM_79.R:128,whiten=true}", grams=True),
     Row("int8 + low-rank Gemm (energy 0.90) + LSTM R (rank 128, whitened)",
@@ -176,11 +180,11 @@ def run_batches(model: Model, xs: Sequence[np.ndarray], make: dict, build) -> li
     return outs  # type: ignore[return-value]
 
 
-def macs_of(model: Model, passes: str,
-            grams: dict[str, np.ndarray] | None = None) -> tuple[int, int]:
-    """Dense and nonzero-weight MACs per image at width MAC_WIDTH."""
+def macs_of(model: Model, passes: str, stats: dict | None = None) -> tuple[int, int]:
+    """Dense and nonzero-weight MACs per image at width MAC_WIDTH (`stats`: calibration
+    statistics for the passes' ctx.options)."""
     g = model.graph(2, MAC_WIDTH)
-    ctx = PassContext(options={"input_grams": grams or {}})
+    ctx = PassContext(options=dict(stats or {}))
     g = run_passes(g, parse_pipeline(passes), ctx) if passes else g
     dense = nonzero = 0
     for n in g.nodes:
@@ -236,8 +240,9 @@ def choose_auto(model: Model, task, budget: float, metric_name: str = "agreement
 
 def evaluate_row(model: Model, task, row: Row, passes: str, images: Sequence[np.ndarray],
                  labels: Sequence[str], fp32: Sequence[str], calib: Sequence[np.ndarray],
-                 quant: QuantSetting = QuantSetting(),
-                 grams: dict[str, np.ndarray] | None = None) -> Result:
+                 quant: QuantSetting = QuantSetting(), stats: dict | None = None) -> Result:
+    """`stats`: calibration statistics merged over every width, given to the passes as
+    ctx.options (input_grams, channel_moments)."""
     t0 = time.time()
     res = Result(row.name, ",".join(p for p in (passes, row.int8_passes) if p))
 
@@ -245,7 +250,7 @@ def evaluate_row(model: Model, task, row: Row, passes: str, images: Sequence[np.
 
     def compress(g: Graph) -> Graph:
         if id(g) not in done:  # the base graphs live as long as the Model
-            ctx = PassContext(options={"input_grams": grams or {}}, verify_each=False)
+            ctx = PassContext(options=dict(stats or {}), verify_each=False)
             done[id(g)] = run_passes(g, parse_pipeline(passes), ctx) if passes else g
         return done[id(g)]
 
@@ -290,7 +295,7 @@ def evaluate_row(model: Model, task, row: Row, passes: str, images: Sequence[np.
     res.weight_bytes = sum(r.nbytes for r in rows)
     res.other_bytes = other_const_bytes(q)
     res.formats = {r.layer: f"{r.fmt} {r.sparsity:.2f} {r.dense}->{r.nbytes}" for r in rows}
-    res.macs, res.macs_nonzero = macs_of(model, passes, grams)
+    res.macs, res.macs_nonzero = macs_of(model, passes, stats)
     res.seconds = time.time() - t0
     return res
 
@@ -305,6 +310,18 @@ def calibration_grams(model: Model, calib: Sequence[np.ndarray],
         for k, v in input_grams(g, weight_sites(g, ops), [{model.name: arr}]).items():
             grams[k] = grams.get(k, 0) + v
     return grams
+
+
+def calibration_moments(model: Model, calib: Sequence[np.ndarray]
+                        ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Channel means and covariances by value name over the calibration images of every width
+    (what `prune-structured{criterion=std,compensate=lsq}` reads from
+    ctx.options['channel_moments']): every width loses the same filters."""
+    acc: dict = {}
+    for _, arr in batches(calib):
+        g = model.graph(arr.shape[0], arr.shape[3])
+        moment_sums(g, [{model.name: arr}], PruneStructured.statistics_axes(g), acc)
+    return moments(acc)
 
 
 SVD_RANKS = (352, 192, 128, 64)  # 352: energy 0.90 rounded to the 32-wide MAC array
@@ -365,9 +382,14 @@ def section(results: Sequence[Result], fp32_acc: float, n: int, seconds: float,
             "costs. The auto budgets are in points of agreement of the float model on the "
             "tuning set (the accuracy row: points of accuracy against the tuning set's labels, "
             "which 100 images measure only to a few points), so the int8 rows lose the int8 "
-            "loss on top. The structured row prunes without calibration data, so nothing "
-            "replaces the removed channels (`compensate=none`); docs/passes.md measures "
-            "`prune-structured{criterion=std,compensate=lsq}` with calibration statistics.\n")
+            "loss on top. The first structured row ranks filters by their weights' l1 norm "
+            "without calibration data, so nothing replaces the removed channels "
+            "(`compensate=none`); "
+            "the calibrated one ranks them by the standard deviation of their feature maps and "
+            "replaces each removed channel by its least-squares fit on the kept channels of "
+            "the same value (`criterion=std,compensate=lsq`), from channel means and "
+            "covariances merged over the 32 calibration images of every width "
+            "(ctx.options['channel_moments']), so every width prunes the same filters.\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -418,14 +440,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     for k, row in enumerate(ROWS):
         if k not in pick and row.name in old:
             results.append(Result(**old[row.name]))
-    grams = calibration_grams(model, calib) if any(ROWS[k].grams for k in pick) else None
+    stats: dict = {}
+    if any(ROWS[k].grams for k in pick):
+        stats["input_grams"] = calibration_grams(model, calib)
+    if any(ROWS[k].moments for k in pick):
+        stats["channel_moments"] = calibration_moments(model, calib)
     for k in pick:
         row = ROWS[k]
         passes = row.float_passes
         if row.auto_budget is not None:
             passes = choose_auto(model, task, row.auto_budget, row.auto_metric)
+        wanted = {"input_grams": row.grams, "channel_moments": row.moments}
         res = evaluate_row(model, task, row, passes, images, labels, fp32, calib, quant,
-                           grams if row.grams else None)
+                           {name: s for name, s in stats.items() if wanted[name]})
         log.info("%s: %s", row.name, json.dumps(asdict(res)))
         results.append(res)
         results.sort(key=lambda r: [x.name for x in ROWS].index(r.name))
