@@ -11,6 +11,7 @@ Deterministic: the same graph and target give byte-identical programs.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ocrc.compiler.backend import layout as L
@@ -24,6 +25,7 @@ from ocrc.compiler.backend.weights import WeightPlanner
 from ocrc.compiler.errors import UnsupportedOpError
 from ocrc.compiler.ir.graph import Graph
 from ocrc.runtime.builder import ProgramBuilder
+from ocrc.runtime.errors import ProgramError
 from ocrc.runtime.program import Program
 from ocrc.runtime.target import Target
 
@@ -57,6 +59,18 @@ def _check_int16(g: Graph, target: Target) -> None:
                                      "--quant-int16 none)")
 
 
+def _const_of(b: ProgramBuilder, target: Target) -> Callable[[str, bytes], int]:
+    """b.const, whose DRAM overflow (the only error it raises at 64-byte alignment) names the
+    way out: the weights are what fills DRAM, and the compression passes shrink them."""
+    def const(name: str, raw: bytes) -> int:
+        try:
+            return b.const(name, raw)
+        except ProgramError as e:
+            raise ProgramError(f"{e}: the weights do not fit '{target.name}'; compress them "
+                               "(ocrc compile --low-rank SPEC, --prune SPEC)") from None
+    return const
+
+
 def compile_program(qgraph: Graph, target: Target, name: str = "model",
                     sparse_weights: bool = True) -> CompileResult:
     """Compile a quantised graph for `target`. Raises UnsupportedOpError / WorkspaceError
@@ -67,7 +81,7 @@ def compile_program(qgraph: Graph, target: Target, name: str = "model",
     name_boundary(lowered)
     plan = build_kernels(lowered)
     b = ProgramBuilder(target)
-    ctx = Ctx(target, lowered, plan, lambda nm, raw: b.const(nm, raw),
+    ctx = Ctx(target, lowered, plan, _const_of(b, target),
               WeightPlanner(target, sparse_weights, sparse_weights))
     tiler = Tiler(ctx)
     plan_homes(plan, target.sram_bytes, tiler.want)

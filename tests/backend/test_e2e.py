@@ -5,6 +5,7 @@ channel blocks, streamed weights and DRAM-homed activations."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -202,3 +203,17 @@ def test_per_channel_tables_after_equalisation(target: str) -> None:
     f = isa.decode_program(res.program.code)
     luts = f[f[:, isa.C_OPCODE] == isa.Opcode.LUT]
     assert luts.size and luts[:, isa.C_TABLES].max() > 1
+
+
+def test_weights_over_dram_name_the_compression_options() -> None:
+    """Weights larger than the target's DRAM: one error naming the target and the way out."""
+    from ocrc.compiler.backend.codegen import compile_program
+    from ocrc.runtime.errors import ProgramError
+    g = G((1, 256))
+    qg = quantise(g.graph(g.op("dense", g.x, g.w(64, 256), g.w(64))))
+    small = replace(tiny_target(), name="small-dram", dram_bytes=4096)  # 16 KiB of weights
+    with pytest.raises(ProgramError, match=r"exceed the target's DRAM \(4096 bytes\): the "
+                       r"weights do not fit 'small-dram'; .*--low-rank.*--prune") as e:
+        compile_program(qg, small)
+    assert "\n" not in str(e.value)
+    compile_program(qg, replace(small, dram_bytes=1 << 20))  # fits with more DRAM
