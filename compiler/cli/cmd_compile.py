@@ -1,5 +1,7 @@
-"""`ocrc compile MODEL.onnx -t ir -o OUT.ir [--input-shape NAME=D0,D1,...] [pipeline options]`:
-import an ONNX model, run the pass pipeline and write the text IR and its .npz atomically.
+"""`ocrc compile MODEL.onnx [-t ir|npu|onnx] [-o OUT] [--input-shape NAME=D0,D1,...] [pipeline
+options]`: import an ONNX model, run the pass pipeline and write the text IR and its .npz
+atomically (-t ir, the default), an NPU program (-t npu) or the optimised graph as ONNX
+(-t onnx; QDQ with --quant int8).
 
 Also home of the `--input-shape` option that `ocrc inspect` shares."""
 
@@ -42,11 +44,13 @@ def input_shapes(specs: list[str]) -> dict[str, list[int]]:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("compile", help="compile an ONNX model (to text IR for now)")
+    p = sub.add_parser("compile", help="compile an ONNX model to text IR, an NPU program or ONNX "
+                                         "(-t ir|npu|onnx)")
     p.add_argument("model", type=Path, help="an .onnx file")
     p.add_argument("-t", "--target", default="ir", metavar="TARGET",
                    help=f"what to produce: {', '.join(TARGETS)} (default: ir)")
-    p.add_argument("-o", "--output", type=Path, help="output file (default: MODEL.ir here)")
+    p.add_argument("-o", "--output", type=Path,
+                   help="output file (default, here: MODEL.ir, MODEL.npu or MODEL.opt.onnx)")
     add_input_shape_option(p)
     add_pipeline_options(p)
     add_npu_options(p)
