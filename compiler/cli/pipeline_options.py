@@ -264,12 +264,12 @@ def compression_passes(graph: Graph, args: argparse.Namespace,
         texts.append(_spec_text(args.prune, "--prune", "prune", "sparsity"))
     post = build_pipeline(",".join(texts)) if texts else []
     needs = any(p.name == "compress-auto" or getattr(p, "whiten", False) or
-                getattr(p, "criterion", "") in ("entropy", "std") or
+                getattr(p, "criterion", "") in ("activation", "entropy", "std") or
                 getattr(p, "compensate", "") in ("mean", "lsq") for p in post)
     wants = any(p.name == "prune-structured" for p in post)  # compensate=mean by default
     if needs and getattr(args, "calib", None) is None:
-        raise PassError("--prune/--low-rank auto, whiten=true, criterion=entropy|std and "
-                        "compensate=mean|lsq need calibration data: --calib DIR|FILE.npz")
+        raise PassError("--prune/--low-rank auto, whiten=true, criterion=activation|entropy|std "
+                        "and compensate=mean|lsq need calibration data: --calib DIR|FILE.npz")
     if (needs or wants and getattr(args, "calib", None) is not None) and \
             "calibration" not in ctx.options:
         ctx.options["calibration"] = load_calibration_set(args.calib, graph)

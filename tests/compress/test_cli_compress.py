@@ -71,6 +71,7 @@ def test_masks_and_auto(model: Path, tmp_path: Path) -> None:
     (["--prune", "2:5"], "does not divide|N:M"),
     (["--prune", "structured{sparsity=0.2"], "unbalanced"),
     (["--prune", "structured{sparsity=0.2,compensate=mean}"], "need calibration data"),
+    (["--prune", "sparsity=0.5,criterion=activation"], "need calibration data"),
 ])
 def test_compile_errors(model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                         opts: list[str], msg: str) -> None:
@@ -81,6 +82,15 @@ def test_compile_errors(model: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
         assert opts[1] == "2:5"
         return
     assert code == 2 and re.search(msg, err), err
+
+
+def test_activation_criterion_reads_calib(model: Path, tmp_path: Path) -> None:
+    """--prune criterion=activation (Wanda) takes its statistics from --calib without --quant."""
+    out = tmp_path / "w.ir"
+    assert main(["compile", str(model), "-o", str(out), "--prune",
+                 "sparsity=0.5,ops=lstm+matmul,criterion=activation",
+                 "--calib", str(model.parent / "calib")]) == 0
+    assert _zeros(out) > 0.3
 
 
 def test_analyze(model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
