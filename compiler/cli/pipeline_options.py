@@ -79,7 +79,8 @@ def run_pipeline_ctx(graph: Graph, args: argparse.Namespace,
     timer = TimePasses() if args.time_passes else None
     if timer is not None:
         instruments.append(timer)
-    ctx = PassContext(instruments=instruments, verify_each=verify_each or args.verify_each)
+    ctx = PassContext(instruments=instruments, verify_each=verify_each or args.verify_each,
+                      target=_pass_target(args))
     pre, post = compression_passes(graph, args, ctx)
     passes = pre + passes + post + quant_passes(graph, args, ctx)
     out = run_passes(graph, passes, ctx)
@@ -151,6 +152,16 @@ def quant_passes(graph: Graph, args: argparse.Namespace, ctx: PassContext) -> li
     eq += ",gptq=true" if getattr(args, "quant_gptq", False) else ""
     eq += ",bias_correction=true" if getattr(args, "quant_bias_correction", False) else ""
     return build_pipeline(f"quantize{{method={args.quant_method}{eq}{_int16_options(args)}}}")
+
+
+def _pass_target(args: argparse.Namespace) -> object | None:
+    """The target the passes see (lowrank rounds ranks to its MAC-array width): -t npu's,
+    else --target-config's where the command has that option."""
+    target = getattr(args, "npu_target", None)
+    if target is None and getattr(args, "target_config", None):
+        from ocrc.runtime.target import load_target
+        target = load_target(args.target_config)
+    return target
 
 
 def _int16_options(args: argparse.Namespace) -> str:

@@ -104,3 +104,18 @@ def test_analyze(model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     data = json.loads((tmp_path / "a.json").read_text())
     assert data["metric"] == "cosine" and data["results"]
     assert (tmp_path / "a.png").stat().st_size > 1000
+
+
+def test_low_rank_multiple_follows_target_config(model: Path, tmp_path: Path,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """--target-config reaches the passes: ranks round to its MAC-array width (8 on npu-lite,
+    32 on npu)."""
+    ranks = {}
+    for preset in ("npu-lite", "npu"):
+        caplog.clear()
+        with caplog.at_level("INFO", logger="ocrc.compiler.passes.lowrank"):
+            assert main(["compile", str(model), "-o", str(tmp_path / f"{preset}.ir"),
+                         "--low-rank", "rank=20,ops=lstm", "--target-config", preset]) == 0
+        ranks[preset] = [r.getMessage().split("ranks ")[1].split("]")[0] + "]"
+                         for r in caplog.records if "LSTM_0.W" in r.getMessage()]
+    assert ranks == {"npu-lite": ["[24, 24]"], "npu": ["[32, 32]"]}
