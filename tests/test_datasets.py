@@ -81,6 +81,10 @@ def test_metrics() -> None:
     assert metrics.cer(["abc", ""], ["abd", "xy"]) == pytest.approx(3 / 5)
     assert metrics.agreement(["Ab", "c"], ["ab", "c"]) == 0.5
     assert metrics.agreement_ci(["Ab", "c", "d"], ["ab", "c", "e"]) == pytest.approx(2 / 3)
+    # ref right on images 0 and 1; preds keeps image 0 only; image 2 (ref wrong) does not count
+    assert metrics.kept_correct(["A", "x", "c"], ["a", "b", "z"], ["a", "b", "c"]) == 0.5
+    with pytest.raises(ValueError, match="reads no image correctly"):
+        metrics.kept_correct(["a"], ["b"], ["a"])
     with pytest.raises(ValueError, match="length mismatch: 1 predictions vs 2 references"):
         metrics.accuracy(["a"], ["a", "b"])
 

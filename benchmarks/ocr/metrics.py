@@ -54,3 +54,14 @@ def agreement_ci(a: Sequence[str], b: Sequence[str]) -> float:
     comparison `accuracy` scores with)."""
     _check(a, b)
     return sum(x.lower() == y.lower() for x, y in zip(a, b)) / len(a)
+
+
+def kept_correct(preds: Sequence[str], ref: Sequence[str], labels: Sequence[str]) -> float:
+    """Of the images `ref` reads correctly, the fraction `preds` also reads correctly (both
+    case-insensitively): what a quantised model keeps of its float model's right answers."""
+    _check(preds, labels)
+    _check(ref, labels)
+    right = [i for i, (r, t) in enumerate(zip(ref, labels)) if r.lower() == t.lower()]
+    if not right:
+        raise ValueError("the reference reads no image correctly")
+    return sum(preds[i].lower() == labels[i].lower() for i in right) / len(right)
