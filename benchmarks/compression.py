@@ -28,13 +28,12 @@ import onnx
 from ocrc.compiler.compress import sensitivity
 from ocrc.compiler.compress.metrics import custom_metric, get_metric
 from ocrc.compiler.compress.sites import weight_sites
-from ocrc.compiler.compress.stats import input_grams, moment_sums, moments
+from ocrc.compiler.compress.stats import input_grams
 from ocrc.compiler.compress.storage import other_const_bytes, storage_report
 from ocrc.compiler.ir import interp
 from ocrc.compiler.ir.graph import Graph
 from ocrc.compiler.ir.ops.counts import node_macs
 from ocrc.compiler.passes import PassContext, parse_pipeline, run_passes
-from ocrc.compiler.passes.prune_structured import PruneStructured
 from ocrc.compiler.pipeline import optimize
 from ocrc.compiler.quant.calibrate import CalibTable, calibrate
 from ocrc.compiler.quant.equalize import channel_absmax, equalize
@@ -46,6 +45,7 @@ from ocrc.frontend.zoo import fetch_model
 from benchmarks.ocr.datasets import load_dataset, load_samples
 from benchmarks.ocr.metrics import accuracy, agreement
 from benchmarks.ocr.report import markdown_table, write_section
+from benchmarks.ocr.shapes import pooled_channel_moments
 from benchmarks.ocr.tasks import ddddocr_task
 
 log = logging.getLogger("benchmarks.compression")
@@ -317,11 +317,8 @@ def calibration_moments(model: Model, calib: Sequence[np.ndarray]
     """Channel means and covariances by value name over the calibration images of every width
     (what `prune-structured{criterion=std,compensate=lsq}` reads from
     ctx.options['channel_moments']): every width loses the same filters."""
-    acc: dict = {}
-    for _, arr in batches(calib):
-        g = model.graph(arr.shape[0], arr.shape[3])
-        moment_sums(g, [{model.name: arr}], PruneStructured.statistics_axes(g), acc)
-    return moments(acc)
+    return pooled_channel_moments((model.graph(arr.shape[0], arr.shape[3]), [{model.name: arr}])
+                                  for _, arr in batches(calib))
 
 
 SVD_RANKS = (352, 192, 128, 64)  # 352: energy 0.90 rounded to the 32-wide MAC array
