@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from ocrc.compiler.passes import parse_pipeline
+from ocrc.compiler.passes import PassContext, parse_pipeline, run_passes
 from ocrc.frontend.bundled import BundledModel
 from ocrc.frontend.demo import build_demo_crnn
 
 from benchmarks.ocr.datasets import generate
 from benchmarks.ocr.report import write_section
-from benchmarks.scoreboard.engine import OcrcModel
+from benchmarks.scoreboard.engine import OcrcModel, graph_macs
 from benchmarks.scoreboard.evaluate import (
     OCRC_FLOAT,
     OCRC_INT8,
@@ -27,6 +27,7 @@ from benchmarks.scoreboard.evaluate import (
 )
 from benchmarks.scoreboard.models import (
     REAL,
+    STRUCTURED,
     Compression,
     Config,
     Limits,
@@ -162,3 +163,44 @@ def test_quantize_text_of_the_real_models() -> None:
         parse_pipeline(quantize_text(spec))
     assert quantize_text(REAL["ddddocr"]) == "quantize{method=mse,equalize=true,gptq=true}"
     assert quantize_text(REAL["ppocr-v2-rec"]) == "quantize{method=mse,equalize=true}"
+
+
+def test_structured_variant_prunes_every_width_alike(
+        tiny: tuple[ModelSpec, Config, dict]) -> None:
+    """The real models' structured variant reads channel moments (criterion=std,
+    compensate=lsq); pooled over the calibration inputs of every width, they make every
+    width's graph lose the same filters; they are in the program cache key; the VM still
+    matches the golden interpreter."""
+    spec, cfg, data = tiny
+    for real in REAL.values():
+        assert STRUCTURED in real.compressions
+    assert STRUCTURED.moments and "criterion=std,compensate=lsq" in STRUCTURED.passes
+    run = UnitRun(replace(spec, compressions=(STRUCTURED,)), cfg,
+                  Unit(spec.key, 0, STRUCTURED.name), lambda name: data[name])
+    m = run.variant_model(STRUCTURED)
+    assert m.moments and m.passes == STRUCTURED.passes
+    task = spec.task()
+    calib = [task.preprocess(s.image) for s in generate("clean", 4, 6)]
+    shapes = sorted({x.shape for x in calib})
+    assert len(shapes) > 1
+    with pytest.raises(RuntimeError, match="calibrate"):
+        m.float_graph(shapes[0])
+    m.calibrate(calib)
+    got = m.pass_options["channel_moments"]
+    assert got and all(np.asarray(cov).shape == (len(mean), len(mean))
+                       for mean, cov in got.values())
+    filters = []
+    for shape in shapes:
+        ctx = PassContext(options=dict(m.pass_options))
+        run_passes(m.plain_graph(shape), parse_pipeline(m.passes), ctx)
+        filters.append([r.filters for r in ctx.options["reports"]["prune-structured"]])
+        assert graph_macs(m.float_graph(shape)) < graph_macs(m.plain_graph(shape))
+    assert filters[0] == filters[1] and any(f for f in filters[0])
+    key = m.cache_key(shapes[0], "npu")
+    m.moments_digest = "other"
+    assert m.cache_key(shapes[0], "npu") != key
+    m.calibrate(calib)
+    assert m.cache_key(shapes[0], "npu") == key  # deterministic
+    x = calib[0]
+    outs, _, _ = m.run_vm(x, "npu")
+    assert all(np.array_equal(outs[k], v) for k, v in m.run_golden(x).items())

@@ -1,7 +1,8 @@
 """ocrc on one model and one compression variant: the float graph per input shape (the IR is
 static, so each distinct input width is its own graph), calibration into one table shared by
 every shape (keyed by value names; GPTQ weights and int16 values are chosen once, on the most
-common calibration shape: benchmarks/ocr/shapes.py), the int8 graph, and the NPU program per
+common calibration shape, and the channel moments that calibrated structured pruning reads are
+pooled over every shape: benchmarks/ocr/shapes.py), the int8 graph, and the NPU program per
 (shape, preset), cached on disk under a key of everything it depends on. Runs the float
 reference interpreter, the golden int8 interpreter and the VM.
 """
@@ -43,6 +44,7 @@ from benchmarks.ocr.shapes import (
     Shape,
     group_by_shape,
     most_common_shape,
+    pooled_channel_moments,
     shared_gptq_weights,
 )
 
@@ -86,12 +88,18 @@ def graph_macs(g: Graph) -> int:
 
 class OcrcModel:
     """One ONNX model through ocrc with compression `passes` (pipeline text after the float
-    pipeline, "" for none). Call `calibrate` before anything int8."""
+    pipeline, "" for none). Call `calibrate` before anything int8 (and, with `moments`, before
+    anything float: the passes read channel moments of the calibration inputs)."""
 
     def __init__(self, path: Path, passes: str = "", method: str = "minmax",
                  name: str = "model", equalize: bool = False, int16: str = "none",
-                 gptq: bool = False) -> None:
+                 gptq: bool = False, moments: bool = False) -> None:
         self.path, self.passes, self.method, self.name = path, passes, method, name
+        # The passes read ctx.options['channel_moments'] (prune-structured criterion=std,
+        # compensate=lsq), pooled over the calibration inputs of every shape at calibration.
+        self.moments = moments
+        self.pass_options: dict[str, object] = {}
+        self.moments_digest = ""
         self.equalize = equalize  # cross-layer equalisation before calibration
         self.gptq = gptq  # GPTQ int8 weight rounding before calibration (compiler/quant/gptq.py)
         self.gptq_w: dict[str, np.ndarray] = {}  # its weights, by name, for every shape
@@ -114,12 +122,19 @@ class OcrcModel:
         self.cache_hits = 0  # programs read from the ocrc cache instead
 
     # --- graphs ---------------------------------------------------------------------------
+    def plain_graph(self, shape: Shape) -> Graph:
+        """The optimised float graph for one input shape, before the compression passes."""
+        return optimize(import_onnx(self.proto, {self.input: list(shape)}))
+
     def float_graph(self, shape: Shape) -> Graph:
         """The optimised (and compressed) float graph for one input shape."""
         if shape not in self._float:
-            g = optimize(import_onnx(self.proto, {self.input: list(shape)}))
+            g = self.plain_graph(shape)
             if self.passes:
-                g = run_passes(g, parse_pipeline(self.passes), PassContext(verify_each=False))
+                if self.moments and not self.pass_options:
+                    raise RuntimeError(f"{self.name}: calibrate() before running {self.passes}")
+                ctx = PassContext(options=dict(self.pass_options), verify_each=False)
+                g = run_passes(g, parse_pipeline(self.passes), ctx)
             self._float[shape] = g
         return self._float[shape]
 
@@ -133,6 +148,13 @@ class OcrcModel:
         table = CalibTable()
         by_shape = group_by_shape(inputs, self.input)
         self._prepared.clear()
+        if self.moments:  # first: the compressed float graphs depend on them
+            got = pooled_channel_moments((self.plain_graph(s), by_shape[s])
+                                         for s in sorted(by_shape))
+            self.pass_options = {"channel_moments": got}
+            self.moments_digest = arrays_digest(
+                [a for k in sorted(got) for a in (np.asarray(k.encode()), *got[k])])
+            self._float.clear()
         self.absmax, self.gptq_w = {}, {}
         if self.equalize:
             for shape in sorted(by_shape):
@@ -183,6 +205,8 @@ class OcrcModel:
                "calib": self.calib_digest, "target": target.hash, "ocrc": source_digest()}
         if self.gptq:  # its weights (the keys without gptq stay as they were)
             key["gptq"] = self.gptq_digest
+        if self.moments:  # the channel moments the passes read (likewise)
+            key["moments"] = self.moments_digest
         text = json.dumps(key, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:20]
 

@@ -257,7 +257,7 @@ class UnitRun:
             log.info("%s: %s chose %s", self.spec.key, comp.auto, passes)
         return OcrcModel(self.path, passes=passes, name=self.spec.key,
                          method=self.spec.quant_method, equalize=self.spec.equalize,
-                         int16=comp.int16, gptq=self.spec.gptq)
+                         int16=comp.int16, gptq=self.spec.gptq, moments=comp.moments)
 
     def int8_variant(self, comp: Compression) -> None:
         """Calibrate, compile per input width, read the data set in the VM on the default

@@ -29,12 +29,15 @@ CRNN_QUICK = ("dense", "mag78")
 class Compression:
     """One ocrc compression variant: float passes run after the float pipeline, before
     `quantize`. `auto` is a compress-auto pass text: it is run once on the reference width
-    and the per-layer settings it picks become `passes` for every width."""
+    and the per-layer settings it picks become `passes` for every width. `moments`: the passes
+    read ctx.options['channel_moments'], pooled over the calibration inputs of every width
+    (benchmarks/ocr/shapes.py), so that every width prunes the same filters."""
 
     name: str
     passes: str = ""
     auto: str = ""
     int16: str = "none"  # mixed precision (quantize{int16=...}): none, auto, all
+    moments: bool = False
 
 
 @dataclass(frozen=True)
@@ -93,21 +96,24 @@ class Config:
 
 
 # --- the real recognisers -----------------------------------------------------------------------
+# 25% of the conv backbone's filters, ranked by the standard deviation of their feature maps,
+# each removed channel replaced by its least-squares fit on the kept ones (docs/passes.md).
+STRUCTURED = Compression(
+    "int8 + 25% structured filters (conv backbone, std + least-squares, calibrated)",
+    "prune-structured{sparsity=0.25,criterion=std,compensate=lsq}", moments=True)
 DDDDOCR_COMPRESSIONS = (
     Compression("int8 + low-rank Gemm (energy 0.90)", "lowrank{energy=0.9,ops=dense}"),
     Compression("int8 + 50% unstructured (LSTM + Gemm)", "prune{sparsity=0.5,ops=dense+lstm}"),
     Compression("int8 + 78% unstructured (LSTM + Gemm)", "prune{sparsity=0.78,ops=dense+lstm}"),
     Compression("int8 + 2:4 (LSTM + Gemm)", "prune{nm=2:4,ops=dense+lstm}"),
-    Compression("int8 + 25% structured filters (conv backbone)",
-                "prune-structured{sparsity=0.25}"),
+    STRUCTURED,
     Compression("int8 + auto (budget 1 point, LSTM + Gemm)",
                 auto="compress-auto{budget=1,ops=dense+lstm}"),
     Compression("int8/int16 mixed (auto < 30 dB)", int16="auto"),
 )
 PPOCR_COMPRESSIONS = (
     Compression("int8 + 50% unstructured (LSTM + FC)", "prune{sparsity=0.5,ops=dense+lstm}"),
-    Compression("int8 + 25% structured filters (conv backbone)",
-                "prune-structured{sparsity=0.25}"),
+    STRUCTURED,
     Compression("int8/int16 mixed (auto < 30 dB)", int16="auto"),
 )
 

@@ -174,7 +174,12 @@ def section_body(results: Sequence[ModelResult], cfg: Config, command: str, seco
         f"and run in the VM on the `{cfg.default_preset}` preset; the VM's outputs are compared "
         "bit for bit with the golden int8 interpreter of the quantised IR on the first images "
         "of each set (column *VM = golden*); **int8 + ...**: a compression pass on the float "
-        "graph before quantisation (pipelines below). Calibration: `calib-clean` for the clean "
+        "graph before quantisation (pipelines below). The structured variant ranks the conv "
+        "backbone's filters by the standard deviation of their feature maps and replaces each "
+        "removed channel by its least-squares fit on the kept channels of the same value "
+        "(`criterion=std,compensate=lsq`), from channel means and covariances pooled over the "
+        "calibration images of every input width, so that every width prunes the same "
+        "filters. Calibration: `calib-clean` for the clean "
         "set, `calib-captcha` for the captcha set (32 images each, other seeds), for ocrc and "
         "onnxruntime alike.")
     widths = (
@@ -182,7 +187,8 @@ def section_body(results: Sequence[ModelResult], cfg: Config, command: str, seco
         "set's widths fall on 64..256 in steps of 32 and the captcha set's are all 170. The "
         "IR is static, so ocrc compiles one program per distinct width (nothing is padded) "
         "and caches it in the ocrc cache under a hash of the model file, the input shape, the "
-        "compression passes, the calibration inputs, the target and the ocrc sources. "
+        "compression passes, the calibration inputs (and the channel moments the passes read "
+        "from them), the target and the ocrc sources. "
         "PP-OCRv2 rec runs at its fixed 3x32x320 (resized and zero-padded as upstream). The "
         "demo CRNNs read height 32, white-padded to a multiple of 4, as trained. ocrc int8 "
         f"calibration: {'; '.join([*real, 'the demo CRNNs `quantize` (min-max)'])}. "
