@@ -194,7 +194,9 @@ QUICK = Config(
             "crnn": Limits(images=20, vm_images=20, float_images=5, golden_images=2,
                            calib_images=8)},
     latency_runs=20, vm_runs=2)
-QUICK_COMPRESSIONS = {"ddddocr": (DDDDOCR_COMPRESSIONS[2],), "ppocr-v2-rec": ()}
+# ddddocr's quick run: one unstructured variant and the calibrated structured one (the variant
+# whose passes read statistics of the calibration inputs of every width).
+QUICK_COMPRESSIONS = {"ddddocr": (DDDDOCR_COMPRESSIONS[2], STRUCTURED), "ppocr-v2-rec": ()}
 
 
 def specs_for(cfg: Config) -> list[ModelSpec]:
