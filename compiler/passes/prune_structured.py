@@ -49,10 +49,11 @@ class PruneStructured(Pass):
     are never removed. `compensate=mean` folds each removed channel's mean activation (on the
     value its consumers read) into the consumers' biases (mean replacement, compress/slicing.py;
     exact away from zero-padded conv borders), from ctx.options['channel_means'] (by value
-    name, e.g. stats.channel_means over several input shapes) or else measured on the
-    matching samples of ctx.options['calibration']; `none` drops the channels (as if zero).
-    The default: mean when either option is present (none, with a warning, when neither
-    covers the removed channels). `lsq` replaces each removed channel by its least-squares
+    name, e.g. stats.channel_means over several input shapes), the means within
+    ctx.options['channel_moments'], or else measured on the matching samples of
+    ctx.options['calibration']; `none` drops the channels (as if zero). The default: mean
+    when any of these options is present (none, with a warning, when none covers the removed
+    channels). `lsq` replaces each removed channel by its least-squares
     fit on the kept channels of the same value (plus a constant), folded into the consumers'
     kept weights and biases (statistics: ctx.options['channel_moments'] or calibration). Reports:
     ctx.options['reports']['prune-structured']. `statistics_axes` names the values (and axes)
@@ -186,11 +187,14 @@ class PruneStructured(Pass):
         """The channel means of the values whose consumers lose channels (None: no
         compensation)."""
         given = ctx.options.get("channel_means")
-        mode = self.compensate or ("mean" if given is not None or
+        moments = ctx.options.get("channel_moments")
+        mode = self.compensate or ("mean" if given is not None or moments is not None or
                                    ctx.options.get("calibration") is not None else "none")
         if mode == "none":
             return None
         axes = self.consumed(g, ch, removed)
+        if given is None and isinstance(moments, Mapping):  # the means within the moments
+            given = {name: mean for name, (mean, _cov) in moments.items()}
         if isinstance(given, Mapping):
             out = {v: np.asarray(given[v.name]) for v in axes if v.name in given}
             for v, m in out.items():

@@ -215,3 +215,23 @@ def test_std_and_lsq_from_moments_merged_over_calls_equal_calibration() -> None:
     x = _inputs(9, 1)[0]
     np.testing.assert_allclose(interp.run(out, x)["logits"], interp.run(ref, x)["logits"],
                                rtol=1e-4, atol=1e-5)
+
+
+def test_mean_from_channel_moments_equals_calibration() -> None:
+    """compensate=mean (explicit, and the default) takes the means within channel_moments when
+    no channel_means are given: the same graph as measuring them on the samples."""
+    from ocrc.compiler.compress.stats import moment_sums, moments
+    from ocrc.compiler.passes.prune_structured import PruneStructured
+
+    g = _unpadded()
+    calib = _inputs(1, 4)
+    given = moments(moment_sums(g, calib, PruneStructured.statistics_axes(g)))
+    ref = run_passes(g, parse_pipeline("prune-structured{sparsity=0.25,compensate=mean}"),
+                     PassContext(options={"calibration": calib}))
+    x = _inputs(9, 1)[0]
+    for spec in ("prune-structured{sparsity=0.25,compensate=mean}",
+                 "prune-structured{sparsity=0.25}"):
+        out = run_passes(g, parse_pipeline(spec), PassContext(options={"channel_moments": given}))
+        verify(out)
+        np.testing.assert_allclose(interp.run(out, x)["logits"], interp.run(ref, x)["logits"],
+                                   rtol=1e-4, atol=1e-5)
