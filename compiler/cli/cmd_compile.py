@@ -70,6 +70,10 @@ def main(args: argparse.Namespace) -> int:
     if args.target == "onnx":
         from ocrc.compiler.export_onnx import save_onnx
 
+        if args.share_weights:  # the QDQ model is rebuilt from the unshared quantisation
+            raise OcrcError("--share-weights: -t onnx cannot hold shared weights; use -t ir "
+                            "or -t npu")
+
         graph, ctx = run_pipeline_ctx(import_onnx(args.model, shapes), args)
         save_onnx(graph, ctx.options, args.output or Path(args.model.stem + ".opt.onnx"))
         return 0

@@ -81,8 +81,9 @@ def run_pipeline_ctx(graph: Graph, args: argparse.Namespace,
         instruments.append(timer)
     ctx = PassContext(instruments=instruments, verify_each=verify_each or args.verify_each,
                       target=_pass_target(args))
+    share = share_passes(graph, args)  # first: its error beats '--calib needs --quant int8'
     pre, post = compression_passes(graph, args, ctx)
-    passes = pre + passes + post + quant_passes(graph, args, ctx)
+    passes = pre + passes + post + quant_passes(graph, args, ctx) + share
     out = run_passes(graph, passes, ctx)
     if timer is not None:
         sys.stderr.write(timer.table())
@@ -210,8 +211,8 @@ def report_quant(args: argparse.Namespace, ctx: PassContext, worst: int = 10) ->
 
 # --- compression options (owned by the compression passes, compiler/compress) --------------------
 def add_compression_options(p: argparse.ArgumentParser) -> None:
-    """Add --prune, --prune-masks and --low-rank (docs in the passes prune, prune-structured,
-    lowrank and compress-auto)."""
+    """Add --prune, --prune-masks, --low-rank and --share-weights (docs in the passes prune,
+    prune-structured, lowrank, compress-auto and share-weights)."""
     g = p.add_argument_group("compression")
     g.add_argument("--prune", metavar="SPEC",
                    help="after the float passes: SPARSITY (magnitude, e.g. 0.5), N:M (e.g. 2:4), "
@@ -227,6 +228,10 @@ def add_compression_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--low-rank", metavar="SPEC",
                    help="after the float passes: ENERGY (e.g. 0.9), auto{budget=POINTS} (needs "
                         "--calib), or lowrank options k=v,... (e.g. energy=0.9,ops=dense)")
+    g.add_argument("--share-weights", metavar="SPEC",
+                   help="after quantize (needs --quant int8, implied by -t npu): share-weights "
+                        "options k=v,... (e.g. centroids=16 or centroids=16,exclude=Gemm_97), "
+                        "or just CENTROIDS (16 or 256); each int8 weight keeps that many values")
 
 
 def _spec_text(spec: str, option: str, plain: str, number_key: str) -> str:
@@ -285,3 +290,28 @@ def compression_passes(graph: Graph, args: argparse.Namespace,
             "calibration" not in ctx.options:
         ctx.options["calibration"] = load_calibration_set(args.calib, graph)
     return pre, post
+
+
+def share_passes(graph: Graph, args: argparse.Namespace) -> list[Pass]:
+    """The `share-weights` pass --share-weights asks for, after quantize: it needs --quant int8
+    (implied by -t npu) or an already quantised graph (`ocrc opt` on an int8 .ir)."""
+    from ocrc.compiler.compress.storage import weight_values
+
+    spec = (getattr(args, "share_weights", None) or "").strip()
+    if not spec:
+        return []
+    if getattr(args, "quant", "none") != "int8" and not weight_values(graph):
+        raise PassError("--share-weights needs a quantised graph: --quant int8 (implied by "
+                        "-t npu) or a quantised .ir")
+    head, brace, rest = spec.partition("{")
+    if head == "share-weights" and brace and rest.endswith("}"):
+        spec = rest[:-1]
+    elif brace or "}" in spec:
+        raise PassError(f"--share-weights {spec!r}: expected CENTROIDS (16 or 256) or options "
+                        "k=v,... (e.g. centroids=16,exclude=Gemm_97)")
+    if spec.isdigit():
+        spec = f"centroids={spec}"
+    elif "=" not in spec:
+        raise PassError(f"--share-weights {spec!r}: expected CENTROIDS (16 or 256) or options "
+                        "k=v,... (e.g. centroids=16,exclude=Gemm_97)")
+    return build_pipeline(f"share-weights{{{spec}}}")
