@@ -204,3 +204,24 @@ def test_structured_variant_prunes_every_width_alike(
     x = calib[0]
     outs, _, _ = m.run_vm(x, "npu")
     assert all(np.array_equal(outs[k], v) for k, v in m.run_golden(x).items())
+
+
+def test_int16_threshold_reaches_the_plan(tiny: tuple[ModelSpec, Config, dict]) -> None:
+    """Compression.int16_threshold reaches the OcrcModel of its variant and bounds the
+    selection: a higher bound promotes at least as many layers, and the variant's pass text
+    names it."""
+    spec, cfg, data = tiny
+    task, path = spec.task(), spec.path()
+    comp = Compression("mixed", int16="auto", int16_threshold=80.0)
+    run = UnitRun(spec, cfg, Unit(spec.key, 0, OCRC_INT8), lambda name: data[name])
+    assert run.variant_model(comp).int16_threshold == 80.0
+    calib = [task.preprocess(s.image) for s in generate("clean", 4, 6)]
+    plans = {}
+    for t in (-1000.0, 80.0):
+        m = OcrcModel(path, name="t", int16="auto", int16_threshold=t)
+        m.calibrate(calib)
+        plans[t] = m.plan
+    assert not plans[-1000.0].layers and plans[80.0].layers
+    m = OcrcModel(path, name="t", int16="auto", int16_threshold=80.0)
+    m.plan = plans[80.0]
+    assert UnitRun.int16_text(m).startswith("quantize{int16=auto,int16_threshold=80}: ")

@@ -31,7 +31,7 @@ from ocrc.compiler.quant import CalibTable, calibrate, prepare, quantize_graph
 from ocrc.compiler.quant.checks import verify_quantized
 from ocrc.compiler.quant.equalize import channel_absmax, equalize
 from ocrc.compiler.quant.gptq import with_weights
-from ocrc.compiler.quant.mixed import Int16Plan, select_int16
+from ocrc.compiler.quant.mixed import DEFAULT_THRESHOLD, Int16Plan, select_int16
 from ocrc.frontend import import_onnx
 from ocrc.frontend.zoo import cache_dir
 from ocrc.runtime.program import Program, load_program
@@ -93,7 +93,8 @@ class OcrcModel:
 
     def __init__(self, path: Path, passes: str = "", method: str = "minmax",
                  name: str = "model", equalize: bool = False, int16: str = "none",
-                 gptq: bool = False, moments: bool = False) -> None:
+                 gptq: bool = False, moments: bool = False,
+                 int16_threshold: float = DEFAULT_THRESHOLD) -> None:
         self.path, self.passes, self.method, self.name = path, passes, method, name
         # The passes read ctx.options['channel_moments'] (prune-structured criterion=std,
         # compensate=lsq), pooled over the calibration inputs of every shape at calibration.
@@ -105,6 +106,7 @@ class OcrcModel:
         self.gptq_w: dict[str, np.ndarray] = {}  # its weights, by name, for every shape
         self.gptq_digest = ""
         self.int16 = int16  # mixed precision: quantize{int16=...} (docs/quantization.md §8)
+        self.int16_threshold = int16_threshold  # auto: the single-mode SQNR bound, dB
         self.plan = Int16Plan()  # the values kept in int16, chosen at calibration
         self.absmax: dict[str, np.ndarray] = {}  # its channel statistics, over every shape
         self._prepared: dict[Shape, Graph] = {}
@@ -168,7 +170,8 @@ class OcrcModel:
         if self.int16 != "none":  # chosen once, on the most common calibration shape
             shape = most_common_shape(by_shape)
             self.plan = select_int16(self.prepared_graph(shape), table, self.int16,
-                                     by_shape[shape][:INT16_SAMPLES], self.method)
+                                     by_shape[shape][:INT16_SAMPLES], self.method,
+                                     threshold=self.int16_threshold)
             log.info("%s: %s", self.name, self.plan.summary())
         self.calib_digest = arrays_digest(inputs)
         self._quant.clear()

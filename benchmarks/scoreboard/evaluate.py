@@ -257,7 +257,18 @@ class UnitRun:
             log.info("%s: %s chose %s", self.spec.key, comp.auto, passes)
         return OcrcModel(self.path, passes=passes, name=self.spec.key,
                          method=self.spec.quant_method, equalize=self.spec.equalize,
-                         int16=comp.int16, gptq=self.spec.gptq, moments=comp.moments)
+                         int16=comp.int16, gptq=self.spec.gptq, moments=comp.moments,
+                         int16_threshold=comp.int16_threshold)
+
+    @staticmethod
+    def int16_text(m: OcrcModel) -> str:
+        """The quantize options of a mixed-precision variant and what they chose."""
+        if m.int16 == "none":
+            return ""
+        opts = f"int16={m.int16}"
+        if m.int16 == "auto":
+            opts += f",int16_threshold={m.int16_threshold:g}"
+        return f"quantize{{{opts}}}: {m.plan.summary()}"
 
     def int8_variant(self, comp: Compression) -> None:
         """Calibrate, compile per input width, read the data set in the VM on the default
@@ -283,8 +294,7 @@ class UnitRun:
         row = self.row(comp.name, preds, m.program_bytes(self.ref.shape, preset),
                        ".npu program", graph_macs(m.float_graph(self.ref.shape)),
                        npu_ms=1e3 * float(np.mean(lat)), golden=f"{same}/{checked}",
-                       passes=m.passes or (f"quantize{{int16={m.int16}}}: {m.plan.summary()}"
-                                           if m.int16 != "none" else ""))
+                       passes=m.passes or self.int16_text(m))
         row.compact_bytes = sum(r.nbytes for r in storage_report(q)) + other_const_bytes(q)
         if same != checked:
             self.res.notes.append(f"{comp.name} on {self.ds}: the VM differs from the golden "

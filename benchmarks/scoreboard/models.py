@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+from ocrc.compiler.quant.mixed import DEFAULT_THRESHOLD
 from ocrc.frontend.bundled import BundledModel, bundled_model, ctc_greedy, preprocess
 from ocrc.frontend.zoo import cache_dir, fetch_model
 from PIL import Image
@@ -37,6 +38,7 @@ class Compression:
     passes: str = ""
     auto: str = ""
     int16: str = "none"  # mixed precision (quantize{int16=...}): none, auto, all
+    int16_threshold: float = DEFAULT_THRESHOLD  # auto: int16 where single-mode SQNR is below
     moments: bool = False
 
 
@@ -110,6 +112,7 @@ DDDDOCR_COMPRESSIONS = (
     Compression("int8 + auto (budget 1 point, LSTM + Gemm)",
                 auto="compress-auto{budget=1,ops=dense+lstm}"),
     Compression("int8/int16 mixed (auto < 30 dB)", int16="auto"),
+    Compression("int8/int16 mixed (auto < 36 dB)", int16="auto", int16_threshold=36.0),
 )
 PPOCR_COMPRESSIONS = (
     Compression("int8 + 50% unstructured (LSTM + FC)", "prune{sparsity=0.5,ops=dense+lstm}"),
