@@ -169,7 +169,6 @@ def _int16_options(args: argparse.Namespace) -> str:
     """The quantize pass's int16 options from --quant-int16/--int16-threshold/--int16-budget;
     int16 only where the target (--target-config) declares an int16 MAC mode."""
     from ocrc.compiler.quant.mixed import parse_int16
-    from ocrc.runtime.target import load_target
 
     spec = getattr(args, "quant_int16", "none") or "none"
     mode, _ = parse_int16(spec)
@@ -178,9 +177,7 @@ def _int16_options(args: argparse.Namespace) -> str:
             if getattr(args, opt, None) is not None:
                 raise PassError(f"--{opt.replace('_', '-')} needs --quant-int16 auto")
         return ""
-    target = getattr(args, "npu_target", None)
-    if target is None and getattr(args, "target_config", None):
-        target = load_target(args.target_config)
+    target = _pass_target(args)
     rate = ""
     if target is not None:
         if not target.int16:
