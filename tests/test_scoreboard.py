@@ -142,7 +142,8 @@ def test_gptq_reaches_the_int8_graph_and_the_npu(
         gptq = OcrcModel(path, passes, name="t", gptq=True)
         plain.calibrate(calib)
         gptq.calibrate(calib)
-        assert len(gptq.gptq_w) == 4 and not plain.gptq_w  # 3 convs and the dense layer
+        # 3 convs and the dense layer, each weight and (centred) bias
+        assert len(gptq.gptq_w) == 8 and not plain.gptq_w
         for shape in shapes:
             wp, wg = _int8_weights(plain, shape), _int8_weights(gptq, shape)
             assert wp.keys() == wg.keys() and len(wg) == 4

@@ -8,8 +8,17 @@ each column's rounding error onto the columns not yet rounded, weighted by H^-1,
 ||X W^T - X Q^T|| rather than ||W - Q|| is small. `gptq` returns the float graph with every such
 weight replaced by Q * s: its values lie on the grid the quantiser computes (each channel keeps
 one +-127 code), so `quantize_weights` recovers Q exactly. Weights stay int8, symmetric, per
-channel (docs/quantization.md §2); nothing else changes. A weight that is exactly zero (pruned)
-keeps code 0, its error fed forward like any other, so a pruned layer stays as sparse.
+channel (docs/quantization.md §2). A weight that is exactly zero (pruned) keeps code 0, its
+error fed forward like any other, so a pruned layer stays as sparse.
+
+Centred, with the mean error in the bias. A layer with a constant bias is rounded against the
+covariance C = H - n mu mu^T of its input columns (mu their mean) instead of H, and its bias
+absorbs the mean error: b_c += mu . (W_c - Q_c s_c). This is GPTQ with the bias as one more,
+unrounded, weight on a constant-1 input, taken last (C is H's Schur complement after that
+column). It matters where a kernel is a small difference of large weights over a smooth input:
+PP-OCRv2's second conv (3x3 depthwise, kernels summing to ~0.002 of their largest weight,
+inputs up to 44) keeps 5% of fp32's strings with nearest rounding, 42% with plain GPTQ and 95%
+centred (that layer alone in int8, 100 clean images).
 """
 
 from __future__ import annotations
@@ -48,6 +57,19 @@ def target_keys(g: Graph) -> dict[Value, str]:
     return out
 
 
+def bias_keys(g: Graph) -> dict[Value, str]:
+    """Each target's constant bias value -> its key: the bias's name, else the layer output's
+    name + '.b'; targets without a constant bias are absent."""
+    consts = {n.outputs[0] for n in g.nodes if n.op.name == "const"}
+    out = {}
+    for n in targets(g):
+        b = n.operand("b")
+        key = (b.name or (f"{n.output.name}.b" if n.output.name else "")) if b else ""
+        if b in consts and key:
+            out[b] = key
+    return out
+
+
 def _cols(n: Node, x: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
     """Per group, a random subset of the im2col rows [rows, K] of node n's input x."""
     if n.op.name == "dense":
@@ -72,22 +94,26 @@ def _cols(n: Node, x: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
     return out
 
 
+Stats = list[tuple[np.ndarray, np.ndarray, int]]  # per group: (X^T X, column sums, rows)
+
+
 def hessians(g: Graph, data: Iterable[Mapping[str, np.ndarray]],
-             seed: int = 0) -> dict[Value, list[np.ndarray]]:
-    """Per target weight value, per group, H = sum X^T X over `data`."""
+             seed: int = 0) -> dict[Value, Stats]:
+    """Per target weight value, per group, (H = sum X^T X, sum of X's rows, rows) over `data`."""
     rng = np.random.default_rng(seed)
     nodes = targets(g)
     wanted: dict[Value, list[Node]] = {}
     for n in nodes:
         wanted.setdefault(n.inputs[0], []).append(n)
-    hs: dict[Value, list[np.ndarray]] = {}
+    hs: dict[Value, Stats] = {}
 
     def add(v: Value, a: np.ndarray) -> None:
         for t in wanted.get(v, []):
             key = t.operand("w")
             assert key is not None
-            parts = [c.T @ c for c in _cols(t, np.asarray(a), rng)]
-            hs[key] = parts if key not in hs else [h + p for h, p in zip(hs[key], parts)]
+            parts = [(c.T @ c, c.sum(axis=0), len(c)) for c in _cols(t, np.asarray(a), rng)]
+            hs[key] = parts if key not in hs else [
+                (h + ph, m + pm, n + pn) for (h, m, n), (ph, pm, pn) in zip(hs[key], parts)]
 
     def hook(node: Node, outs: list[np.ndarray]) -> None:
         for v, a in zip(node.outputs, outs):
@@ -140,11 +166,13 @@ def gptq_round(w: np.ndarray, h: np.ndarray, scale: np.ndarray) -> np.ndarray:
 
 def gptq_weights(g: Graph, data: Iterable[Mapping[str, np.ndarray]],
                  seed: int = 0) -> dict[str, np.ndarray]:
-    """The GPTQ-rounded float weights (module docstring) of g's conv and dense layers, by key
-    (`target_keys`: names, which do not depend on the input shape, so one set serves every shape)."""
+    """The GPTQ-rounded float weights of g's conv and dense layers, and the biases that absorb
+    their mean error (module docstring), by key (`target_keys`, `bias_keys`: names, which do not
+    depend on the input shape, so one set serves every shape)."""
     hs = hessians(g, data, seed)
     by_w = {n.operand("w"): n for n in targets(g)}
-    keys = target_keys(g)
+    keys, bkeys = target_keys(g), bias_keys(g)
+    consts = {c.outputs[0]: c.attrs["value"] for c in g.nodes if c.op.name == "const"}
     out: dict[str, np.ndarray] = {}
     for c in g.nodes:
         v = c.outputs[0] if c.op.name == "const" else None
@@ -157,17 +185,33 @@ def gptq_weights(g: Graph, data: Iterable[Mapping[str, np.ndarray]],
         amax = np.abs(flat).max(axis=1)
         scale = np.where(amax > 0, amax / 127.0, 1.0)
         mg = w.shape[0] // groups
-        q = np.concatenate([gptq_round(flat[gi * mg:(gi + 1) * mg], hs[v][gi],
-                                       scale[gi * mg:(gi + 1) * mg]) for gi in range(groups)])
+        bv = n.operand("b")
+        centred = bv in bkeys
+        qs, shift = [], np.zeros(w.shape[0])
+        for gi in range(groups):
+            rows = slice(gi * mg, (gi + 1) * mg)
+            h, total, count = hs[v][gi]
+            mu = total / max(count, 1)
+            cov = h - count * np.outer(mu, mu) if centred else h
+            q = gptq_round(flat[rows], cov, scale[rows])
+            shift[rows] = (flat[rows] - q.astype(np.float64) * scale[rows, None]) @ mu
+            qs.append(q)
+        q = np.concatenate(qs)
         out[keys[v]] = (q.astype(np.float64) * scale.reshape(-1, 1)).reshape(w.shape).astype(
             c.attrs["value"].dtype)
-    log.info("gptq: %d of %d weights rounded with error feedback", len(out), len(by_w))
+        if centred:
+            b = consts[bv]
+            out[bkeys[bv]] = (np.asarray(b, np.float64) + shift).astype(b.dtype)
+    centred_n = sum(1 for k in bkeys.values() if k in out)
+    log.info("gptq: %d of %d weights rounded with error feedback, %d of them centred",
+             len(out) - centred_n, len(by_w), centred_n)
     return out
 
 
 def with_weights(g: Graph, weights: Mapping[str, np.ndarray]) -> Graph:
-    """g with the layer weights keyed in `weights` (gptq_weights) replaced (same shapes)."""
-    keys = target_keys(g)
+    """g with the layer weights and biases keyed in `weights` (gptq_weights) replaced (same
+    shapes)."""
+    keys = {**target_keys(g), **bias_keys(g)}
     out = Graph(list(g.inputs), [], list(g.outputs), g.name)
     for c in g.nodes:
         v = c.outputs[0] if c.op.name == "const" else None
