@@ -129,20 +129,48 @@ def multipliers(reals: np.ndarray, where: str,
 
 
 def build_lut(fn: Callable[[np.ndarray], np.ndarray], qin: QParams, qout: QParams) -> np.ndarray:
-    """The table of y = fn(x): table[i] = quantize(fn(dequantize(code i))). An int8 input
-    gives 256 entries (codes -128..127) of the output's type; an int16 input 513 int16 entries
-    at the codes 128 j - 32768, j = 0..512 (the last one, 32768, is only an interpolation end
-    point), read with linear interpolation (qmath.lut16_ref, docs §8)."""
-    if qin.bits == 8:
-        q = np.arange(-128, 128, dtype=np.int64)
-    else:
-        q = np.arange(qmath.LUT16_SIZE, dtype=np.int64) * (1 << qmath.LUT16_FRAC) - 32768
-    x = qin.scale * (q - qin.zp)
+    """The table of y = fn(x). An int8 input gives 256 entries (codes -128..127) of the
+    output's type, table[i] = quantize(fn(dequantize(code i))): exact at every code. An int16
+    input gives 513 int16 entries at the codes 128 j - 32768, j = 0..512, read with linear
+    interpolation (qmath.lut16_ref, docs §8); they are fitted by least squares over all 65536
+    input codes (`_lut16_fit`), not sampled at the knots."""
+    if qin.bits == 16:
+        return _lut16_fit(fn, qin, qout)
+    q = np.arange(-128, 128, dtype=np.int64)
+    table = np.clip(np.rint(_out_codes(fn, qin.scale * (q - qin.zp), qout)), qout.qmin,
+                    qout.qmax)
+    return table.astype(np.int16 if qout.bits == 16 else np.int8)
+
+
+def _out_codes(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray,
+               qout: QParams) -> np.ndarray:
+    """fn(x) in (unrounded, unclamped) output codes."""
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):  # pow(0, -b) = inf
         y = np.asarray(fn(x.astype(np.float32)), np.float64)
-    y = np.nan_to_num(y / qout.scale, nan=0.0, posinf=1e9, neginf=-1e9)
-    table = np.clip(np.rint(y) + qout.zp, qout.qmin, qout.qmax)
-    return table.astype(np.int16 if qin.bits == 16 or qout.bits == 16 else np.int8)
+    return np.nan_to_num(y / qout.scale, nan=0.0, posinf=1e9, neginf=-1e9) + qout.zp
+
+
+def _lut16_fit(fn: Callable[[np.ndarray], np.ndarray], qin: QParams,
+               qout: QParams) -> np.ndarray:
+    """The 513 knots T minimising sum over every int16 input code c of
+    (interp(T, c) - fn(x_c) / s_y - zp_y)^2, rounded and clamped. Sampling fn at the knots
+    instead leaves the chord's one-signed error on every convex or concave stretch (a bias:
+    hardswish's x(x+3)/6 is read high by up to h^2/24 on average, h = 128 s_x), which
+    PP-OCRv2 rec's noise-amplifying backbone turns into string errors: int16 everywhere kept
+    59% of fp32's strings with sampled knots and 93% with fitted ones (100 clean images). The
+    normal equations are tridiagonal (each code weighs on its two knots)."""
+    c = np.arange(-32768, 32768, dtype=np.int64)
+    y = _out_codes(fn, qin.scale * (c - qin.zp), qout)
+    u = c + 32768
+    i, f = u >> qmath.LUT16_FRAC, (u & ((1 << qmath.LUT16_FRAC) - 1)) / (1 << qmath.LUT16_FRAC)
+    n = qmath.LUT16_SIZE
+    diag = np.bincount(i, (1 - f) ** 2, n) + np.bincount(i + 1, f * f, n)
+    off = np.bincount(i, (1 - f) * f, n)[:n - 1]
+    rhs = np.bincount(i, (1 - f) * y, n) + np.bincount(i + 1, f * y, n)
+    m = np.diag(diag) + np.diag(off, 1) + np.diag(off, -1)
+    m[-1, -1] += 1e-6  # the end knot (code 32768) has little weight: keep m regular
+    t = np.linalg.solve(m, rhs)
+    return np.clip(np.rint(t), qout.qmin, qout.qmax).astype(np.int16)
 
 
 def gate_table(fn: Callable[[np.ndarray], np.ndarray], scale: float) -> np.ndarray:
