@@ -62,14 +62,14 @@ class OcrcInt8:
     graph per input shape. Callable as a Recognizer running the golden int8 interpreter."""
 
     def __init__(self, task: OcrTask, method: str, equalize: bool, int16: str = "none",
-                 threshold: float = DEFAULT_THRESHOLD, gptq: bool = False,
+                 threshold: float = DEFAULT_THRESHOLD, gptq: str = "",
                  bias_correction: bool = False) -> None:
         self.path = fetch_model(task.model)
         self.input = onnx.load(str(self.path), load_external_data=False).graph.input[0].name
         self.method = method
         self.equalize = equalize
         self.int16, self.threshold = int16, threshold
-        self.gptq = gptq
+        self.gptq = gptq  # "", "centred" or "plain" (compiler/quant/gptq.py)
         self.gptq_w: dict[str, np.ndarray] = {}
         self.bias_correction = bias_correction
         self.bias_errors: dict[str, np.ndarray] = {}
@@ -107,7 +107,8 @@ class OcrcInt8:
             for shape in sorted(by_shape):
                 channel_absmax(self.prepared_graph(shape), by_shape[shape], self.absmax)
         if self.gptq:  # one set, from the most common shape (benchmarks/ocr/shapes.py)
-            self.gptq_w = shared_gptq_weights(self.reference_graph, by_shape)
+            self.gptq_w = shared_gptq_weights(self.reference_graph, by_shape,
+                                              center=self.gptq == "centred")
         for shape in sorted(by_shape):
             calibrate(self.float_graph(shape), by_shape[shape], self.table, progress=False)
         if self.int16 != "none":
@@ -139,18 +140,18 @@ class OcrcInt8:
         return self.qdq[x.shape](x)
 
 
-def parse_setting(text: str) -> tuple[str, bool, str, float, bool, bool]:
-    """METHOD[+eq][+int16[@DB]|+int16all][+gptq][+bc] -> (method, equalise, int16 spec,
-    threshold, gptq, bias correction)."""
+def parse_setting(text: str) -> tuple[str, bool, str, float, str, bool]:
+    """METHOD[+eq][+int16[@DB]|+int16all][+gptq|+gptqplain][+bc] -> (method, equalise, int16
+    spec, threshold, gptq ("", "centred" or "plain"), bias correction)."""
     method, *flags = text.split("+")
-    eq, int16, threshold, gptq, bc = False, "none", DEFAULT_THRESHOLD, False, False
+    eq, int16, threshold, gptq, bc = False, "none", DEFAULT_THRESHOLD, "", False
     for f in flags:
         if f == "eq":
             eq = True
         elif f == "bc":
             bc = True
-        elif f == "gptq":
-            gptq = True
+        elif f in ("gptq", "gptqplain"):
+            gptq = "centred" if f == "gptq" else "plain"
         elif f == "int16all":
             int16 = "all"
         elif f.startswith("int16"):
@@ -159,7 +160,7 @@ def parse_setting(text: str) -> tuple[str, bool, str, float, bool, bool]:
                 threshold = float(f.removeprefix("int16@"))
         else:
             raise SystemExit(f"--settings {text!r}: unknown flag {f!r} (eq, int16[@DB], "
-                             "int16all, gptq, bc)")
+                             "int16all, gptq, gptqplain, bc)")
     return method, eq, int16, threshold, gptq, bc
 
 
@@ -194,7 +195,7 @@ def evaluate(task_name: str, settings: list[str],
         ours = recognize(task, ocrc, (s.image for s in samples))
         t_run = (time.perf_counter() - t0) / len(samples)
         qdq = recognize(task, ocrc.qdq_recognizer, (s.image for s in samples))
-        label = (f"{method}{', equalised' if eq else ''}{', GPTQ weights' if gptq else ''}"
+        label = (f"{method}{', equalised' if eq else ''}{f', {gptq} GPTQ weights' if gptq else ''}"
                  f"{', bias-corrected' if bc else ''}")
         kind = "int8"
         if int16 != "none":
@@ -241,12 +242,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     ap.add_argument("--settings", nargs="+", default=["minmax", "mse", "mse+eq"],
-                    metavar="METHOD[+eq][+int16[@DB]|+int16all][+gptq][+bc]",
+                    metavar="METHOD[+eq][+int16[@DB]|+int16all][+gptq|+gptqplain][+bc]",
                     help="activation range methods to evaluate (minmax, percentile, entropy, "
                          "mse, auto), +eq for cross-layer equalisation first, +int16@DB for "
                          "mixed precision (int16 where the all-int8 single-mode SQNR is below "
                          "DB; default 30), +int16all for every activation in int16, +gptq for "
-                         "error-feedback (GPTQ) int8 weight rounding, +bc for empirical bias "
+                         "error-feedback (GPTQ) int8 weight rounding (centred; +gptqplain "
+                         "without centring), +bc for empirical bias "
                          "correction (default: minmax mse mse+eq)")
     ap.add_argument("--limit", type=int, help="evaluate only the first N images")
     ap.add_argument("--no-write", action="store_true", help="print only")

@@ -39,12 +39,14 @@ def most_common_shape(groups: Mapping[Shape, Samples]) -> Shape:
 
 
 def shared_gptq_weights(reference: Callable[[Shape], Graph],
-                        groups: Mapping[Shape, Samples]) -> dict[str, np.ndarray]:
+                        groups: Mapping[Shape, Samples], center: bool = True
+                        ) -> dict[str, np.ndarray]:
     """GPTQ-rounded weights (compiler/quant/gptq.py) from `reference(shape)`, the float graph
     the int8 one derives from (prepared, equalised if asked), of the most common shape and its
-    first GPTQ_SAMPLES inputs. Keyed by name: `with_weights` puts them into every shape."""
+    first GPTQ_SAMPLES inputs (center: centred GPTQ). Keyed by name: `with_weights` puts them
+    into every shape."""
     shape = most_common_shape(groups)
-    return gptq_weights(reference(shape), groups[shape][:GPTQ_SAMPLES])
+    return gptq_weights(reference(shape), groups[shape][:GPTQ_SAMPLES], center=center)
 
 
 def pooled_channel_moments(parts: Iterable[tuple[Graph, Sequence[Mapping[str, np.ndarray]]]]

@@ -93,7 +93,7 @@ class OcrcModel:
 
     def __init__(self, path: Path, passes: str = "", method: str = "minmax",
                  name: str = "model", equalize: bool = False, int16: str = "none",
-                 gptq: bool = False, moments: bool = False,
+                 gptq: bool = False, moments: bool = False, gptq_center: bool = True,
                  int16_threshold: float = DEFAULT_THRESHOLD) -> None:
         self.path, self.passes, self.method, self.name = path, passes, method, name
         # The passes read ctx.options['channel_moments'] (prune-structured criterion=std,
@@ -103,6 +103,7 @@ class OcrcModel:
         self.moments_digest = ""
         self.equalize = equalize  # cross-layer equalisation before calibration
         self.gptq = gptq  # GPTQ int8 weight rounding before calibration (compiler/quant/gptq.py)
+        self.gptq_center = gptq_center  # centred GPTQ (the mean error into the biases)
         self.gptq_w: dict[str, np.ndarray] = {}  # its weights, by name, for every shape
         self.gptq_digest = ""
         self.int16 = int16  # mixed precision: quantize{int16=...} (docs/quantization.md §8)
@@ -162,7 +163,8 @@ class OcrcModel:
             for shape in sorted(by_shape):
                 channel_absmax(prepare(self.float_graph(shape)), by_shape[shape], self.absmax)
         if self.gptq:
-            self.gptq_w = shared_gptq_weights(self.reference_graph, by_shape)
+            self.gptq_w = shared_gptq_weights(self.reference_graph, by_shape,
+                                              center=self.gptq_center)
         self.gptq_digest = arrays_digest([self.gptq_w[k] for k in sorted(self.gptq_w)])
         for shape in sorted(by_shape):
             calibrate(self.prepared_graph(shape), by_shape[shape], table, progress=False)

@@ -187,7 +187,8 @@ class UnitRun:
                       for s in load(self.calib_name)[:self.lim.calib_images]]
         self.ref = reference_input(spec, self.task, load, self.ds, self.xs)
         self.base = OcrcModel(self.path, name=spec.key, method=spec.quant_method,
-                              equalize=spec.equalize, gptq=spec.gptq)
+                              equalize=spec.equalize, gptq=spec.gptq,
+                              gptq_center=spec.gptq_center)
 
     def row(self, variant: str, preds: list[str], nbytes: int, kind: str, macs: int,
             **kw: object) -> AccuracyRow:
@@ -258,6 +259,7 @@ class UnitRun:
         return OcrcModel(self.path, passes=passes, name=self.spec.key,
                          method=self.spec.quant_method, equalize=self.spec.equalize,
                          int16=comp.int16, gptq=self.spec.gptq, moments=comp.moments,
+                         gptq_center=self.spec.gptq_center,
                          int16_threshold=comp.int16_threshold)
 
     @staticmethod

@@ -195,7 +195,8 @@ def section_body(results: Sequence[ModelResult], cfg: Config, command: str, seco
         "MSE-optimal activation ranges after cross-layer equalisation are the best all-int8 "
         "activation setting of the Quantisation section; GPTQ weight rounding "
         "(compiler/quant/gptq.py: error-feedback choice of each int8 weight code, same format) "
-        "is on where that section measured a gain on top of it (ddddocr, not PP-OCRv2 rec). "
+        "is on for both: centred (each layer's mean error into its bias) on PP-OCRv2 rec, "
+        "plain on ddddocr, as that section measured best. "
         f"The scoreboard computes GPTQ's weights once, from {GPTQ_SAMPLES} calibration images "
         "of the most common input width, as the Quantisation section does, and uses them at "
         "every width; pruned weights stay zero.")

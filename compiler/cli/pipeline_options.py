@@ -110,7 +110,11 @@ def add_quant_options(p: argparse.ArgumentParser) -> None:
                         "with --quant-method mse the best int8 setting on ddddocr and PP-OCR)")
     g.add_argument("--quant-gptq", action="store_true",
                    help="round the int8 weights with error feedback (GPTQ) on calibration "
-                        "data instead of to nearest")
+                        "data instead of to nearest, centred (each layer's mean error into "
+                        "its bias)")
+    g.add_argument("--quant-gptq-plain", action="store_true",
+                   help="--quant-gptq without centring (better on ddddocr; centring is what "
+                        "PP-OCRv2 rec's near-cancelling kernels need)")
     g.add_argument("--quant-bias-correction", action="store_true",
                    help="shift each conv/dense int32 bias by its output's mean error on "
                         "calibration data (empirical bias correction)")
@@ -150,7 +154,9 @@ def quant_passes(graph: Graph, args: argparse.Namespace, ctx: PassContext) -> li
     if args.quant_report is not None:
         ctx.options["quant_report"] = args.quant_report
     eq = ",equalize=true" if getattr(args, "quant_equalize", False) else ""
-    eq += ",gptq=true" if getattr(args, "quant_gptq", False) else ""
+    if getattr(args, "quant_gptq", False) or getattr(args, "quant_gptq_plain", False):
+        eq += ",gptq=true" + (",gptq_center=false" if getattr(args, "quant_gptq_plain", False)
+                              else "")
     eq += ",bias_correction=true" if getattr(args, "quant_bias_correction", False) else ""
     return build_pipeline(f"quantize{{method={args.quant_method}{eq}{_int16_options(args)}}}")
 

@@ -57,6 +57,7 @@ class Quantize(Pass):
     equalize: bool = False  # cross-layer equalisation with per-channel tables (helps PP-OCR)
     bias_correction: bool = False  # empirical per-channel bias correction (single mode)
     gptq: bool = False  # error-feedback (GPTQ) rounding of the int8 weights
+    gptq_center: bool = True  # centred GPTQ, the mean error into the bias (compiler/quant/gptq.py)
     # Mixed precision (docs/quantization.md §8): none, all, auto or LAYER+LAYER; auto promotes
     # the layers whose single-mode SQNR is below int16_threshold dB, cheapest first, while the
     # MAC cycles stay within 1 + int16_budget times the all-int8 ones (costed at int16_rate).
@@ -94,7 +95,7 @@ class Quantize(Pass):
             prepared = equalize(prepared, channel_absmax(prepared, samples[:EQ_SAMPLES]))
         reference = prepared  # what the report compares with (float-equivalent to g)
         if self.gptq and samples is not None:
-            prepared = gptq(prepared, samples[:EQ_SAMPLES])
+            prepared = gptq(prepared, samples[:EQ_SAMPLES], center=self.gptq_center)
         if samples is None:
             table = data
         else:

@@ -99,18 +99,20 @@ def test_quantize_pass_option_gptq() -> None:
 
 def test_cli_quant_gptq_compiles_for_the_npu(tmp_path: Path) -> None:
     """--quant-gptq changes which int8 codes the weights take (the program differs from the
-    plain one) and the program runs."""
+    nearest-rounded one, and from --quant-gptq-plain's: the first conv has a bias to centre)
+    and the program runs."""
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
     w1 = numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w1")
     w2 = numpy_helper.from_array(rng.standard_normal((4, 8, 3, 3)).astype(np.float32), "w2")
-    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]),
+    b1 = numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "b1")
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["a"], pads=[1, 1, 1, 1]),
              helper.make_node("Relu", ["a"], ["r"]),
              helper.make_node("Conv", ["r", "w2"], ["y"], pads=[1, 1, 1, 1])]
     g = helper.make_graph(nodes, "gq", [helper.make_tensor_value_info(
         "x", TensorProto.FLOAT, [1, 3, 8, 8])], [helper.make_tensor_value_info(
-            "y", TensorProto.FLOAT, [1, 4, 8, 8])], [w1, w2])
+            "y", TensorProto.FLOAT, [1, 4, 8, 8])], [w1, w2, b1])
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]),
               tmp_path / "m.onnx")
     np.savez(tmp_path / "calib.npz", **{f"s{i}": rng.random((1, 3, 8, 8)).astype(np.float32)
@@ -123,6 +125,11 @@ def test_cli_quant_gptq_compiles_for_the_npu(tmp_path: Path) -> None:
                      str(tmp_path / "calib.npz"), *flag, "-o", str(progs[-1]),
                      "--target-config", "npu-lite"]) == 0
     assert progs[0].read_bytes() != progs[1].read_bytes()
+    progs.append(tmp_path / "p2.npu")  # --quant-gptq-plain: GPTQ without centring
+    assert main(["compile", str(tmp_path / "m.onnx"), "-t", "npu", "--calib",
+                 str(tmp_path / "calib.npz"), "--quant-gptq-plain", "-o", str(progs[-1]),
+                 "--target-config", "npu-lite"]) == 0
+    assert len({p.read_bytes() for p in progs}) == 3
     assert main(["run", str(progs[1]), "--input", f"x={tmp_path / 'x.npy'}"]) == 0
 
 
@@ -155,4 +162,6 @@ def test_gptq_centres_and_moves_the_mean_error_into_the_bias() -> None:
                               for s in samples[4:]])
         ws = gptq_weights(g, samples[:4])
         assert len(ws) == (2 if bias else 1)
+        plain = gptq_weights(g, samples[:4], center=False)  # the bias stays as it was
+        assert len(plain) == 1 and plain.keys() <= ws.keys()
     assert errs[True] < 0.5 * errs[False]  # 1.4 vs 4.0; the zero-padded border is most of it
