@@ -6,10 +6,14 @@ inputs (what an int8 model's input `quantize` does); the conv/gemm weights of oc
 float graph (batch norms folded, as the quantiser sees them) rounded per output channel to a
 symmetric B-bit grid, for each B of `--bits`. Nothing else is quantised, so a row is a lower
 bound on the error of any quantised model that makes that perturbation: if int8 weights alone
-already cost a model its agreement, no activation range method can win it back.
+already cost a model its agreement, no activation range method can win it back. The `--gptq`
+rows take the int8 weights that `quantize{method=mse,equalize=true,gptq=true}` would use
+(equalised, GPTQ-rounded on the calibration inputs, centred or plain: compiler/quant/gptq.py)
+with every activation float, run by the reference interpreter: the same bound for the
+weights ocrc actually emits.
 
     python -m benchmarks.quant_sensitivity [--tasks ddddocr ppocr-v2-rec] [--bits 8 10 12]
-                                           [--limit N]
+                                           [--gptq centred plain] [--limit N]
 
 Agreement is printed as in the quantisation table: case-insensitive (as accuracy compares
 with labels), exact in parentheses. Prints only; the lead copies the table into RESULTS.md.
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +36,7 @@ from benchmarks.ocr.metrics import accuracy, agreement, agreement_ci
 from benchmarks.ocr.report import markdown_table
 from benchmarks.ocr.tasks import TASKS
 from ocrc.compiler.export_onnx import export_onnx
+from ocrc.compiler.ir import run
 from ocrc.compiler.pipeline import optimize
 from ocrc.frontend import import_onnx
 from ocrc.frontend.zoo import fetch_model
@@ -100,7 +106,19 @@ class RoundedWeights:
         return self.sessions[x.shape](x)
 
 
-def evaluate(task_name: str, bits: list[int], limit: int | None) -> list[list[str]]:
+def gptq_float(task_name: str, calib: list[np.ndarray], mode: str) -> Callable:
+    """The float graph of quantize{method=mse,equalize=true,gptq=true[,gptq_center=false]}
+    with its GPTQ int8 weights (mode 'centred' or 'plain') and float activations, as a
+    recognizer run by the reference interpreter."""
+    from benchmarks.quant_accuracy import OcrcInt8  # it imports this module
+
+    model = OcrcInt8(TASKS[task_name](), "mse", True, gptq=mode)
+    model.calibrate(calib)
+    return lambda x: next(iter(run(model.float_graph(x.shape), {model.input: x}).values()))
+
+
+def evaluate(task_name: str, bits: list[int], limit: int | None,
+             gptq: Sequence[str] = ()) -> list[list[str]]:
     task = TASKS[task_name]()
     samples = load_dataset(EVAL_SET)[:limit]
     images, labels = [s.image for s in samples], [s.text for s in samples]
@@ -112,6 +130,8 @@ def evaluate(task_name: str, bits: list[int], limit: int | None) -> list[list[st
             ("input on an 8-bit grid (min-max)", InputGrid(fp32_rec, calib))]
     runs += [(f"conv/gemm weights rounded to int{b} per channel", RoundedWeights(path, b))
              for b in bits]
+    runs += [(f"conv/gemm weights int8 by {m} GPTQ (equalised, as ocrc emits them)",
+              gptq_float(task_name, calib, m)) for m in gptq]
     rows = []
     for name, rec in runs:
         preds = fp32 if rec is fp32_rec else recognize(task, rec, images)
@@ -126,12 +146,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     ap.add_argument("--bits", nargs="+", type=int, default=[8, 10, 12])
+    ap.add_argument("--gptq", nargs="*", default=["centred", "plain"],
+                    choices=["centred", "plain"],
+                    help="rows with ocrc's GPTQ int8 weights (default: both forms)")
     ap.add_argument("--limit", type=int, help="evaluate only the first N images")
     args = ap.parse_args(argv)
     if any(not 2 <= b <= 16 for b in args.bits):
         ap.error(f"--bits {args.bits}: each width must be in 2..16")
     t0 = time.perf_counter()
-    rows = [r for t in args.tasks for r in evaluate(t, args.bits, args.limit)]
+    rows = [r for t in args.tasks for r in evaluate(t, args.bits, args.limit, args.gptq)]
     cmd = "python -m benchmarks.quant_sensitivity" + "".join(
         f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
     print(f"\nCommand: `{cmd}` ({time.perf_counter() - t0:.0f} s)\n")
