@@ -111,11 +111,13 @@ class OcrcInt8:
                                               center=self.gptq == "centred")
         for shape in sorted(by_shape):
             calibrate(self.float_graph(shape), by_shape[shape], self.table, progress=False)
-        if self.int16 != "none":
+        if self.int16 != "none":  # front: the threshold slot holds the MAC budget
             shape = most_common_shape(by_shape)
+            front = self.int16 == "front"
             self.plan = select_int16(self.float_graph(shape), self.table, self.int16,
                                      by_shape[shape][:INT16_SAMPLES], self.method,
-                                     threshold=self.threshold)
+                                     threshold=DEFAULT_THRESHOLD if front else self.threshold,
+                                     budget=self.threshold if front else float("inf"))
         if self.bias_correction:  # measured once, on the most common shape, applied to all
             shape = most_common_shape(by_shape)
             self.bias_errors = measure_bias_errors(self.float_graph(shape), self.quant(shape),
@@ -141,8 +143,9 @@ class OcrcInt8:
 
 
 def parse_setting(text: str) -> tuple[str, bool, str, float, str, bool]:
-    """METHOD[+eq][+int16[@DB]|+int16all][+gptq|+gptqplain][+bc] -> (method, equalise, int16
-    spec, threshold, gptq ("", "centred" or "plain"), bias correction)."""
+    """METHOD[+eq][+int16[@DB]|+int16all|+int16front@B][+gptq|+gptqplain][+bc] -> (method,
+    equalise, int16 spec, threshold (front: the MAC budget B), gptq ("", "centred" or
+    "plain"), bias correction)."""
     method, *flags = text.split("+")
     eq, int16, threshold, gptq, bc = False, "none", DEFAULT_THRESHOLD, "", False
     for f in flags:
@@ -154,13 +157,15 @@ def parse_setting(text: str) -> tuple[str, bool, str, float, str, bool]:
             gptq = "centred" if f == "gptq" else "plain"
         elif f == "int16all":
             int16 = "all"
+        elif f.startswith("int16front@"):
+            int16, threshold = "front", float(f.removeprefix("int16front@"))
         elif f.startswith("int16"):
             int16 = "auto"
             if f.startswith("int16@"):
                 threshold = float(f.removeprefix("int16@"))
         else:
             raise SystemExit(f"--settings {text!r}: unknown flag {f!r} (eq, int16[@DB], "
-                             "int16all, gptq, gptqplain, bc)")
+                             "int16all, int16front@B, gptq, gptqplain, bc)")
     return method, eq, int16, threshold, gptq, bc
 
 
@@ -200,7 +205,9 @@ def evaluate(task_name: str, settings: list[str],
         kind = "int8"
         if int16 != "none":
             p = ocrc.plan
-            label += (f", int16 {'all' if int16 == 'all' else f'auto < {threshold:g} dB'}: "
+            how = {"all": "all", "front": f"front, budget {threshold:g}"}.get(
+                int16, f"auto < {threshold:g} dB")
+            label += (f", int16 {how}: "
                       f"{len(p.layers)} layers, MAC cycles x{p.cost:.2f}")
             kind = "int8/int16"
             mixed.append(f"{text}: {p.summary()} ({', '.join(p.layers[:12])}"
@@ -242,11 +249,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     ap.add_argument("--settings", nargs="+", default=["minmax", "mse", "mse+eq"],
-                    metavar="METHOD[+eq][+int16[@DB]|+int16all][+gptq|+gptqplain][+bc]",
+                    metavar="METHOD[+eq][+int16[@DB]|+int16all|+int16front@B][+gptq|+gptqplain][+bc]",
                     help="activation range methods to evaluate (minmax, percentile, entropy, "
                          "mse, auto), +eq for cross-layer equalisation first, +int16@DB for "
                          "mixed precision (int16 where the all-int8 single-mode SQNR is below "
-                         "DB; default 30), +int16all for every activation in int16, +gptq for "
+                         "DB; default 30), +int16all for every activation in int16, +int16front@B for "
+                         "the earliest layers within B of extra MAC cycles, +gptq for "
                          "error-feedback (GPTQ) int8 weight rounding (centred; +gptqplain "
                          "without centring), +bc for empirical bias "
                          "correction (default: minmax mse mse+eq)")

@@ -118,16 +118,16 @@ def add_quant_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--quant-bias-correction", action="store_true",
                    help="shift each conv/dense int32 bias by its output's mean error on "
                         "calibration data (empirical bias correction)")
-    g.add_argument("--quant-int16", default="none", metavar="auto|none|all|LAYER+LAYER",
+    g.add_argument("--quant-int16", default="none", metavar="auto|front|none|all|LAYER+LAYER",
                    help="mixed precision: keep int16 activations for the layers whose "
-                        "single-mode SQNR is below --int16-threshold (auto), every layer (all) "
-                        "or the named ones, where the target declares an int16 MAC mode "
-                        "(default: none)")
+                        "single-mode SQNR is below --int16-threshold (auto), the earliest "
+                        "layers within --int16-budget (front), every layer (all) or the named "
+                        "ones, where the target declares an int16 MAC mode (default: none)")
     g.add_argument("--int16-threshold", type=float, default=None, metavar="DB",
                    help="SQNR threshold of --quant-int16 auto (default: 30 dB)")
     g.add_argument("--int16-budget", type=float, default=None, metavar="X",
-                   help="--quant-int16 auto stops before the MAC cycles exceed (1 + X) times "
-                        "the all-int8 ones (default: no limit)")
+                   help="--quant-int16 auto/front stops before the MAC cycles exceed (1 + X) "
+                        "times the all-int8 ones (default: no limit; front needs it)")
     g.add_argument("--quant-report", type=Path, metavar="FILE.json",
                    help="write per-layer SQNR/cosine vs float (entire and single modes, worst "
                         "first) and print the worst layers (stderr)")
@@ -187,9 +187,9 @@ def _int16_options(args: argparse.Namespace) -> str:
     rate = ""
     if target is not None:
         if not target.int16:
-            if mode == "auto":
-                log.warning("--quant-int16 auto: target %s declares no int16 MAC mode "
-                            "(mac.int16 = false); every activation stays int8", target.name)
+            if mode in ("auto", "front"):
+                log.warning("--quant-int16 %s: target %s declares no int16 MAC mode "
+                            "(mac.int16 = false); every activation stays int8", mode, target.name)
                 return ""
             raise PassError(f"--quant-int16 {spec}: target {target.name} declares no int16 MAC "
                             "mode (mac.int16 = false)")

@@ -2,8 +2,10 @@
 
 `select_int16` turns `quantize{int16=...}` into the set of float values the quantiser keeps in
 int16: `none`, `all` (every value that can be int16), `auto` (the layers whose single-mode SQNR
-in an all-int8 trial is below a threshold, cheapest first, within an optional MAC-cost budget)
-or explicit layer/value names joined by '+'. Promoting a layer keeps its activation inputs and
+in an all-int8 trial is below a threshold, cheapest first, within an optional MAC-cost budget),
+`front` (the layers in graph order, each taken if the MAC cost stays within the budget:
+for a backbone that amplifies every error, the early layers' errors are the ones that grow
+most) or explicit layer/value names joined by '+'. Promoting a layer keeps its activation inputs and
 its results in int16; the cost is the MAC work that then runs in the target's int16 mode at
 `int16_rate` MACs per cycle relative to int8.
 """
@@ -117,13 +119,14 @@ class _Graphs:
 
 
 def parse_int16(spec: str) -> tuple[str, list[str]]:
-    """'none' | 'all' | 'auto' | 'NAME+NAME...' -> (mode, names)."""
+    """'none' | 'all' | 'auto' | 'front' | 'NAME+NAME...' -> (mode, names)."""
     spec = spec.strip()
-    if spec in ("", "none", "all", "auto"):
+    if spec in ("", "none", "all", "auto", "front"):
         return spec or "none", []
     names = [s for s in spec.split("+") if s]
     if not names:
-        raise QuantizeError(f"int16={spec!r}: expected none, all, auto or LAYER+LAYER...")
+        raise QuantizeError(f"int16={spec!r}: expected none, all, auto, front or "
+                            "LAYER+LAYER...")
     return "names", names
 
 
@@ -134,7 +137,7 @@ def select_int16(g: Graph, table: CalibTable, spec: str,
                  rate: float = DEFAULT_RATE) -> Int16Plan:
     """The int16 plan of `spec` for the prepared, calibrated graph g (see module docstring).
     `auto` needs samples (single-mode SQNR of an all-int8 trial); `budget` caps the MAC-cycle
-    increase (0.5: at most 1.5x the all-int8 MAC cycles)."""
+    increase (0.5: at most 1.5x the all-int8 MAC cycles); `front` needs a finite budget."""
     mode, names = parse_int16(spec)
     plan = Int16Plan(rate=rate)
     if mode == "none":
@@ -155,6 +158,18 @@ def select_int16(g: Graph, table: CalibTable, spec: str,
                     f"(e.g. {', '.join(valid[:8])}{', ...' if len(valid) > 8 else ''})")
             chosen |= vals
             plan.layers.append(name)
+    elif mode == "front":
+        if not math.isfinite(budget):
+            raise QuantizeError("int16=front needs a MAC-cost budget (int16_budget)")
+        order = dict.fromkeys(layer or v for v, layer in gs.res8.layers)  # graph order
+        for layer in order:  # a layer's name, or its value's when it has none
+            trial = chosen | gs.layer_values(layer)
+            if trial == chosen:
+                continue
+            plan.macs_int16 = gs.int16_macs(trial)
+            if plan.cost <= 1.0 + budget:  # a layer that does not fit is passed over
+                chosen = trial
+                plan.layers.append(layer)
     else:
         if samples is None:
             raise QuantizeError("int16=auto needs calibration samples (not a ready table)")

@@ -212,3 +212,25 @@ def test_cli_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert main(["compile", str(tmp_path / "demo.onnx"), "--quant-int16", "auto"]) == 2
     assert "needs --quant int8" in capsys.readouterr().err
     assert main(base + ["--int16-threshold", "20", "-o", str(tmp_path / "z.ir")]) == 2
+    capsys.readouterr()
+    assert main(base + ["--quant-int16", "front", "-o", str(tmp_path / "f.ir")]) == 2
+    assert "front needs a MAC-cost budget" in capsys.readouterr().err
+    assert main(base + ["--quant-int16", "front", "--int16-budget", "1", "-o",
+                        str(tmp_path / "f.ir")]) == 0
+    assert "y_bits = 16" in (tmp_path / "f.ir").read_text()
+
+
+def test_front_takes_layers_in_graph_order_within_the_budget(calibrated) -> None:  # type: ignore
+    g, table, _ = calibrated
+    with pytest.raises(QuantizeError, match="front needs a MAC-cost budget"):
+        select_int16(g, table, "front")
+    small = select_int16(g, table, "front", budget=1.0)
+    big = select_int16(g, table, "front", budget=10.0)
+    assert small.layers and small.cost <= 2.0 and big.cost <= 11.0
+    assert len(big.layers) > len(small.layers) and big.cost > small.cost
+    order = [layer or v for v, layer in quantize_graph(g, table).layers]
+    for plan in (small, big):  # in graph order
+        assert [order.index(x) for x in plan.layers] == sorted(order.index(x)
+                                                                for x in plan.layers)
+    everything = select_int16(g, table, "all")
+    assert set(big.values) <= set(everything.values)
