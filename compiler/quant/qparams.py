@@ -155,7 +155,7 @@ def _lut16_fit(fn: Callable[[np.ndarray], np.ndarray], qin: QParams,
     """The 513 knots T minimising sum over every int16 input code c of
     (interp(T, c) - fn(x_c) / s_y - zp_y)^2, rounded and clamped. Sampling fn at the knots
     instead leaves the chord's one-signed error on every convex or concave stretch (a bias:
-    hardswish's x(x+3)/6 is read high by up to h^2/24 on average, h = 128 s_x), which
+    hardswish's x(x+3)/6 is read high by h^2/12 f'' on average, h = 128 s_x), which
     PP-OCRv2 rec's noise-amplifying backbone turns into string errors: int16 everywhere kept
     59% of fp32's strings with sampled knots and 93% with fitted ones (100 clean images). The
     normal equations are tridiagonal (each code weighs on its two knots)."""
