@@ -173,14 +173,14 @@ OUT[dst][i] = requantize(SRAM_i32[src][i] + bias[c], mult[c], shift[c], zy, lo, 
     Format(Opcode.ADD, Queue.COMPUTE, Unit.VECTOR, (
         *_ELTWISE_1D, _s8("za", "zero point of a"), _s8("zb", "zero point of b"),
         _s8("zy", "output zero point"), *_CLAMP,
-        Field("ma", 31, "multiplier of a: s_a/s_y * 2**ADD_FRAC_BITS"), Field("sa", 6, _SHIFT),
-        Field("mb", 31, "multiplier of b: s_b/s_y * 2**ADD_FRAC_BITS"), Field("sb", 6, _SHIFT)),
+        Field("ma", 31, "multiplier of a: s_a/s_y * 2**ADD8_FRAC_BITS"), Field("sa", 6, _SHIFT),
+        Field("mb", 31, "multiplier of b: s_b/s_y * 2**ADD8_FRAC_BITS"), Field("sb", 6, _SHIFT)),
         "int8 elementwise addition with rescaling of both inputs.",
         """
 SRAM_i8[dst + i] = qmath.add_ref(SRAM_i8[a + i], za, ma, sa,
-                                 SRAM_i8[b + i mod b_period], zb, mb, sb, zy, lo, hi)
-  ta = mrs(xa - za, ma, sa);  tb = mrs(xb - zb, mb, sb)
-  y  = clamp(mrs(ta + tb, 1, ADD_FRAC_BITS) + zy, lo, hi)
+                                 SRAM_i8[b + i mod b_period], zb, mb, sb, zy, lo, hi, 16)
+  ta = mrs(xa - za, ma, sa);  tb = mrs(xb - zb, mb, sb)       (int64; |ta|, |tb| < 2**40)
+  y  = clamp(mrs(ta + tb, 1, ADD8_FRAC_BITS = 16) + zy, lo, hi)
 """, _VEC_CYC),
     Format(Opcode.MUL, Queue.COMPUTE, Unit.VECTOR, (
         *_ELTWISE_1D, _s8("za", "zero point of a"), _s8("zb", "zero point of b"),

@@ -16,6 +16,7 @@ from ocrc.runtime.cycles import conv_out
 from ocrc.runtime.isa import Opcode, PoolMode
 from ocrc.runtime.kernels import U, copy_bytes, drop_stale_cache
 from ocrc.runtime.qmath import (
+    ADD8_FRAC_BITS,
     LUT16_SIZE,
     add16_ref,
     add_ref,
@@ -217,7 +218,8 @@ def _binary(sram, f, op):  # type: ignore[no-untyped-def]
         if op == Opcode.ADD:
             ma, sa, mb, sb = f[isa.C_MA], f[isa.C_SA], f[isa.C_MB], f[isa.C_SB]
             for j in range(nb):
-                y[U(i0 + j)] = add_ref(xa[U(i0 + j)], za, ma, sa, xb[j], zb, mb, sb, zy, lo, hi)
+                y[U(i0 + j)] = add_ref(xa[U(i0 + j)], za, ma, sa, xb[j], zb, mb, sb, zy, lo, hi,
+                                       ADD8_FRAC_BITS)
         elif op == Opcode.MUL:
             for j in range(nb):
                 y[U(i0 + j)] = mul_ref(xa[U(i0 + j)], za, xb[j], zb, mult, shift, zy, lo, hi)

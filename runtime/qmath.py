@@ -102,7 +102,15 @@ def div_round(a, b):  # type: ignore[no-untyped-def]
 # Each takes int64 numpy arrays (or scalars) and returns int64; the caller casts to the storage
 # type. The elementwise ones are register_jitable: the VM calls these very functions.
 
-ADD_FRAC_BITS = 8  # extra fraction bits carried by the add multipliers: ma = s_a/s_y * 2**8
+# Extra fraction bits carried by the add multipliers, ma = s_a/s_y * 2**frac (docs §3 qadd):
+ADD8_FRAC_BITS = 16  # an int8 qadd (the ADD instruction; int64 inside): rounding within 2**-16 LSB
+ADD_FRAC_BITS = 8  # an add through int32 intermediates: int16 operands or result, LSTM gate sums
+
+
+def add_frac_bits(wide: bool) -> int:
+    """The fraction bits of a qadd: ADD8_FRAC_BITS when its operands and result are all int8,
+    else (an int16 operand or result: RESCALE to int32 and IADD) ADD_FRAC_BITS."""
+    return ADD_FRAC_BITS if wide else ADD8_FRAC_BITS
 
 
 @register_jitable
@@ -115,15 +123,15 @@ def rescale_ref(x, zx, mult, n, zy, lo, hi):  # type: ignore[no-untyped-def]
 
 
 @register_jitable
-def add_ref(xa, za, ma, na, xb, zb, mb, nb, zy, lo, hi):  # type: ignore[no-untyped-def]
-    """Quantised addition. (ma, na) and (mb, nb) represent s_a/s_y * 2**ADD_FRAC_BITS and
-    s_b/s_y * 2**ADD_FRAC_BITS:
+def add_ref(xa, za, ma, na, xb, zb, mb, nb, zy, lo, hi, frac):  # type: ignore[no-untyped-def]
+    """Quantised addition. (ma, na) and (mb, nb) represent s_a/s_y * 2**frac and
+    s_b/s_y * 2**frac (frac = add_frac_bits(...)):
         ta = mul_round_shift(xa - za, ma, na); tb = mul_round_shift(xb - zb, mb, nb)
-        y  = clamp(mul_round_shift(ta + tb, 1, ADD_FRAC_BITS) + zy, lo, hi)
+        y  = clamp(mul_round_shift(ta + tb, 1, frac) + zy, lo, hi)
     """
     ta = mul_round_shift(xa - za, ma, na)
     tb = mul_round_shift(xb - zb, mb, nb)
-    return clamp(mul_round_shift(ta + tb, 1, ADD_FRAC_BITS) + zy, lo, hi)
+    return clamp(mul_round_shift(ta + tb, 1, frac) + zy, lo, hi)
 
 
 @register_jitable

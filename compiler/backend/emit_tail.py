@@ -179,7 +179,7 @@ class TailMixin(KernelEmitter):
                          out_dt=DType.I32, mult=a[p + "mult"], shift=a[p + "shift"],
                          zx=a[p + "zp"], zy=256 * a["y_zp"] if p == "a_" else 0, lo=0, hi=0)
             self.ins(Opcode.IADD, a=sa, b=sb, dst=dst, count=count, b_period=period,
-                     a_dt=DType.I32, b_dt=DType.I32, out_dt=y, shift=qmath.ADD_FRAC_BITS,
+                     a_dt=DType.I32, b_dt=DType.I32, out_dt=y, shift=qmath.add_frac_bits(True),
                      lo=a["lo"], hi=a["hi"])
             return
         ops = []

@@ -23,7 +23,7 @@ from ocrc.compiler.quant.calibrate import CalibTable
 from ocrc.compiler.quant.decompose import PATTERNS as DECOMPOSE
 from ocrc.compiler.quant.lower_lstm import emit_qlstm
 from ocrc.compiler.quant.tables import chain_fns, channel_chains, flat_clip, unary_fn
-from ocrc.compiler.quant.qparams import (ADD_FRAC, QParams, QuantizeError, build_lut,
+from ocrc.compiler.quant.qparams import (QParams, QuantizeError, build_lut,
                                          multiplier, multipliers, qparams_from_range,
                                          quantize_bias, quantize_weights)
 from ocrc.compiler.rewrite import apply_patterns
@@ -288,8 +288,9 @@ class _Q:
         qa, qc = self.q(a, n), self.q(c, n)
         qpa, qpc = self.res.qparams[a.name], self.res.qparams[c.name]
         if n.op.name == "add":
-            ma, sa = multiplier(qpa.scale / qpy.scale * 2**ADD_FRAC, n.label())
-            mc, sc = multiplier(qpc.scale / qpy.scale * 2**ADD_FRAC, n.label())
+            frac = qmath.add_frac_bits(16 in (qpa.bits, qpc.bits, qpy.bits))
+            ma, sa = multiplier(qpa.scale / qpy.scale * 2**frac, n.label())
+            mc, sc = multiplier(qpc.scale / qpy.scale * 2**frac, n.label())
             y = self.b.op("qadd", qa, qc, name=n.name, a_zp=qpa.zp, a_mult=ma, a_shift=sa,
                           b_zp=qpc.zp, b_mult=mc, b_shift=sc, y_zp=qpy.zp, **_yrange(qpy))
         elif n.op.name == "mul":

@@ -17,7 +17,7 @@ from ocrc.runtime import qmath
 # Rounding once (0.5 LSB) plus the Q31 multiplier's relative error on values below 2**16.
 HALF_LSB = 0.5 + 2.0**-12
 # qadd: the final rounding plus two operand roundings at 2**-9 LSB each.
-ADD_LSB = 0.5 + 2 * 2.0**-9 + 2.0**-12
+ADD_LSB = 0.5 + 2 * 2.0**-(qmath.ADD8_FRAC_BITS + 1) + 2.0**-12
 
 seeds = st.integers(0, 2**31 - 1)
 zps = st.integers(-128, 127)
@@ -74,12 +74,13 @@ def test_qadd_within_its_bound(seed: int, za: int, zb: int, zy: int, ra: float,
     rng = np.random.default_rng(seed)
     a = rng.integers(-128, 128, (4, 8)).astype(np.int8)
     b = rng.integers(-128, 128, (1, 8)).astype(np.int8)  # broadcasts
-    ma, sa = multiplier(ra * 2**8, "a")
-    mb, sb = multiplier(rb * 2**8, "b")
+    frac = qmath.ADD8_FRAC_BITS  # all-int8 qadd
+    ma, sa = multiplier(ra * 2**frac, "a")
+    mb, sb = multiplier(rb * 2**frac, "b")
     y = ref("qadd", [a, b], a_zp=za, a_mult=ma, a_shift=sa, b_zp=zb, b_mult=mb, b_shift=sb,
             y_zp=zy)
     exact = (ma * 2.0**-sa * (a.astype(np.float64) - za)
-             + mb * 2.0**-sb * (b.astype(np.float64) - zb)) / 2**8 + zy
+             + mb * 2.0**-sb * (b.astype(np.float64) - zb)) / 2**frac + zy
     unclamped(y, exact, ADD_LSB)
 
 
@@ -179,4 +180,4 @@ def test_verifier_rejects_a_misplaced_value_type() -> None:
     with pytest.raises((ValueError, IRVerifyError)):
         b.op("qadd", x, b.const(np.zeros((2, 3), np.float32)), a_mult=1, a_shift=1, b_mult=1,
              b_shift=1)
-    assert qmath.ADD_FRAC_BITS == 8
+    assert qmath.add_frac_bits(False) == 16 and qmath.add_frac_bits(True) == 8

@@ -31,20 +31,30 @@ def test_rescale_ref_float_and_saturation() -> None:
     assert q.rescale_ref(np.array([100, -100]), 0, m, n, 0, -128, 127).tolist() == [127, -128]
 
 
-def test_add_ref() -> None:
+@pytest.mark.parametrize("frac", [q.ADD8_FRAC_BITS, q.ADD_FRAC_BITS])
+def test_add_ref(frac: int) -> None:
     rng = np.random.default_rng(RNG_SEED)
     xa, xb = (rng.integers(-128, 128, 2000).astype(np.int64) for _ in range(2))
     sa, sb, sy = 0.02, 0.05, 0.06
-    ma, na = _mult(sa / sy * 2**q.ADD_FRAC_BITS)
-    mb, nb = _mult(sb / sy * 2**q.ADD_FRAC_BITS)
-    y = q.add_ref(xa, 3, ma, na, xb, -7, mb, nb, 2, -128, 127)
-    want = np.clip(np.round(((xa - 3) * sa + (xb + 7) * sb) / sy) + 2, -128, 127)
+    ma, na = _mult(sa / sy * 2**frac)
+    mb, nb = _mult(sb / sy * 2**frac)
+    y = q.add_ref(xa, 3, ma, na, xb, -7, mb, nb, 2, -128, 127, frac)
+    exact = ((xa - 3) * sa + (xb + 7) * sb) / sy + 2
+    want = np.clip(np.floor(exact + 0.5), -128, 127)  # half up, as mul_round_shift
     assert np.max(np.abs(y - want)) <= 1
+    # away from the rounding boundaries (by more than the operands' 2**-frac) it is exact
+    clear = np.abs(exact - np.floor(exact) - 0.5) > 2.0**-frac * 4
+    assert np.array_equal(y[clear], want[clear])
     # identity scales: exact integer addition, saturating
-    one = _mult(2.0**q.ADD_FRAC_BITS)
+    one = _mult(2.0**frac)
     got = q.add_ref(np.array([100, -100, 3]), 0, *one, np.array([100, -100, 4]), 0, *one, 0,
-                    -128, 127)
+                    -128, 127, frac)
     assert got.tolist() == [127, -128, 7]
+
+
+def test_add_frac_bits() -> None:
+    assert q.add_frac_bits(False) == q.ADD8_FRAC_BITS == 16
+    assert q.add_frac_bits(True) == q.ADD_FRAC_BITS == 8
 
 
 def test_mul_ref() -> None:

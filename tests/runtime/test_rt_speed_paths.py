@@ -195,7 +195,8 @@ def test_vector_ops_read_their_inputs_before_writing(shift_by: int) -> None:
     xb = _get(img, 1024, 32, np.int8)
     out = _run(img, Opcode.ADD, a=base, b=1024, dst=dst, count=n, b_period=32, za=3, zb=-2,
                zy=1, lo=-128, hi=127, ma=1 << 30, sa=22, mb=3 << 28, sb=21)
-    want = q.add_ref(xa, 3, 1 << 30, 22, xb[np.arange(n) % 32], -2, 3 << 28, 21, 1, -128, 127)
+    want = q.add_ref(xa, 3, 1 << 30, 22, xb[np.arange(n) % 32], -2, 3 << 28, 21, 1, -128, 127,
+                     q.ADD8_FRAC_BITS)
     assert np.array_equal(_get(out, dst, n, np.int8), want)
     a16 = _get(img, base, n, np.int16)
     out = _run(img, Opcode.IADD, a=base, b=base + 4, dst=dst, count=n, b_period=n,

@@ -154,13 +154,13 @@ def test_vector_ops_match_qmath() -> None:
     img = Image()
     img.put(0, xa)
     img.put(1024, xb)
-    ma, sa = q.quantize_multiplier(0.7 * 256)
-    mb, sb = q.quantize_multiplier(1.3 * 256)
+    ma, sa = q.quantize_multiplier(0.7 * 2**q.ADD8_FRAC_BITS)
+    mb, sb = q.quantize_multiplier(1.3 * 2**q.ADD8_FRAC_BITS)
     bidx = np.arange(n) % 60
     got = _vec(Opcode.ADD, img, n, np.int8, a=0, b=1024, count=n, b_period=60, za=3, zb=-2,
                zy=1, lo=-128, hi=100, ma=ma, sa=sa, mb=mb, sb=sb)
     want = q.add_ref(xa.astype(np.int64), 3, ma, sa, xb[bidx].astype(np.int64), -2, mb, sb, 1,
-                     -128, 100)
+                     -128, 100, q.ADD8_FRAC_BITS)
     assert np.array_equal(got, want)
     m, s = q.quantize_multiplier(0.01)
     got = _vec(Opcode.MUL, img, n, np.int8, a=0, b=1024, count=n, b_period=60, za=3, zb=-2,

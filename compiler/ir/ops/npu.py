@@ -214,9 +214,11 @@ def _infer_binary(types: Sequence[TensorType | None], a: Attrs) -> list[TensorTy
 
 
 def _ref_add(xs: Sequence[np.ndarray | None], a: Attrs) -> list[np.ndarray]:
+    wide = a.get("y_bits", 8) == 16 or any(np.asarray(v).dtype == np.int16 for v in xs)
     xa, xb = (np.asarray(v, np.int64) for v in xs)
     return [_as(qmath.add_ref(xa, a["a_zp"], a["a_mult"], a["a_shift"], xb, a["b_zp"],
-                              a["b_mult"], a["b_shift"], a["y_zp"], a["lo"], a["hi"]), a)]
+                              a["b_mult"], a["b_shift"], a["y_zp"], a["lo"], a["hi"],
+                              qmath.add_frac_bits(wide)), a)]
 
 
 _AB = {"a_zp": AttrDef("int", 0), "b_zp": AttrDef("int", 0), "y_zp": AttrDef("int", 0)}

@@ -290,9 +290,11 @@ def _infer_qbinary(types: Sequence[TensorType | None], attrs: Attrs) -> list[Ten
 
 
 def _ref_qadd(xs: Sequence[np.ndarray | None], a: Attrs) -> list[np.ndarray]:
+    wide = a.get("y_bits", 8) == 16 or any(np.asarray(v).dtype == np.int16 for v in xs)
     xa, xb = (np.asarray(v, np.int64) for v in xs)
     return [_as(qmath.add_ref(xa, a["a_zp"], a["a_mult"], a["a_shift"], xb, a["b_zp"],
-                              a["b_mult"], a["b_shift"], a["y_zp"], a["lo"], a["hi"]), a)]
+                              a["b_mult"], a["b_shift"], a["y_zp"], a["lo"], a["hi"],
+                              qmath.add_frac_bits(wide)), a)]
 
 
 QADD = defop(
