@@ -194,7 +194,7 @@ SRAM_i8[dst + i] = qmath.mul_ref(SRAM_i8[a + i], za, SRAM_i8[b + i mod b_period]
 """, _VEC_CYC),
     Format(Opcode.LUT, Queue.COMPUTE, Unit.VECTOR, (
         _sa("src", "input (in_dt)"), _sa("dst", "output"), Field("count", 24, "elements"),
-        _sa("table", "tables x 256 entries of out_dt (in_dt=i16: tables x 513 int16 entries)"),
+        _sa("table", "tables x 256 entries of out_dt (in_dt=i16: tables x 519 int16 entries)"),
         _dt("out_dt", "i8 or i16"),
         Field("tables", 16, "element i uses table i mod tables (per channel); 0 means 1"),
         _dt("in_dt", "i8: direct lookup; i16: interpolated lookup")),
@@ -202,9 +202,11 @@ SRAM_i8[dst + i] = qmath.mul_ref(SRAM_i8[a + i], za, SRAM_i8[b + i mod b_period]
         """
 k = i mod max(tables, 1)
 in_dt == i8:  OUT[dst][i] = T[table + 256*k][SRAM_i8[src + i] + 128]          (qmath.lut_ref)
-in_dt == i16: T16 = SRAM_i16[table + 2*513*k ...] (513 entries; the results are in out_dt)
-              u = SRAM_i16[src + 2*i] + 32768;  j = u >> 7;  f = u & 127
-              OUT[dst][i] = T16[j] + mrs((T16[j+1] - T16[j]) * f, 1, 7)      (qmath.lut16_ref)
+in_dt == i16: T16 = SRAM_i16[table + 2*519*k ...] (513 knots, header x0, kk, sl (2), sh (2))
+              d = SRAM_i16[src + 2*i] - x0;  kk = clamp(kk, 0, 7);  w = 512 << kk
+              0 <= d < w: j = d >> kk;  y = T16[j] + mrs((T16[j+1] - T16[j]) * (d - (j << kk) << (7 - kk)), 1, 7)
+              d < 0: y = T16[0] + mrs(d*sl, 1, 16);  d >= w: y = T16[512] + mrs((d - w)*sh, 1, 16)
+              OUT[dst][i] = clamp(y, out_dt's range)                      (qmath.lut16_ref)
 """, _VEC_CYC),
     Format(Opcode.POOL, Queue.COMPUTE, Unit.VECTOR, (
         _sa("src", "input (in_dt), HWC"), _sa("dst", "output (out_dt), HWC"),

@@ -172,13 +172,14 @@ def _lut(sram, f):  # type: ignore[no-untyped-def]
     cnt, out_dt = f[isa.C_COUNT], f[isa.C_OUT_DT]
     nt = max(f[isa.C_TABLES], 1)
     # blocks of one table period: no modulo per element (one table: the whole count)
-    if f[isa.C_IN_DT] == 1:  # int16 input: 513-entry int16 tables, interpolated
+    if f[isa.C_IN_DT] == 1:  # int16 input: windowed int16 tables, interpolated
         table = ld(sram, f[isa.C_TABLE], LUT16_SIZE * nt, 1)
         x = ld(sram, f[isa.C_SRC], cnt, 1)
         y = np.empty(cnt, np.int64)
+        lo, hi = (-32768, 32767) if out_dt == 1 else (-128, 127)
         for i0 in range(0, cnt, nt):
             for t in range(min(nt, cnt - i0)):
-                y[U(i0 + t)] = lut16_ref(x[U(i0 + t)], table[LUT16_SIZE * t:])
+                y[U(i0 + t)] = lut16_ref(x[U(i0 + t)], table[LUT16_SIZE * t:], lo, hi)
     else:
         table = ld(sram, f[isa.C_TABLE], 256 * nt, out_dt)
         src, dst = f[isa.C_SRC], f[isa.C_DST]

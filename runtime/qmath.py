@@ -30,8 +30,13 @@ MAX_SHIFT = 62  # |x| < 2**31 and mult < 2**31 keep x * mult + 2**61 inside int6
 WIDE_MULT_BITS = 15
 WIDE_ACC_BITS = 47
 WIDE_BIAS_MAX = 2**40  # |bias| bound of wide accumulators (|sum| < 2**37 for K <= 32768)
-LUT16_SIZE = 513  # int16-input tables: 512 segments of 128 input steps, plus the end point
-LUT16_FRAC = 7  # log2 of the segment length
+# int16-input tables (docs §8): 513 knots T[0..512] over a window of 512 segments of 2**k input
+# codes starting at code x0, then a header: x0, k, and the slopes (output codes per input code,
+# Q16 int32 as (hi, lo) int16 words) that extrapolate below and above the window.
+LUT16_KNOTS = 513
+LUT16_SIZE = LUT16_KNOTS + 6  # entries per table: the knots, x0, k, slope_lo (2), slope_hi (2)
+LUT16_FRAC = 7  # log2 of the longest segment (k <= 7: the window then spans all 65536 codes)
+LUT16_SLOPE_FRAC = 16  # fraction bits of the extrapolation slopes
 
 
 def quantize_multiplier(real: float, bits: int = MULT_BITS) -> tuple[int, int]:
@@ -176,14 +181,46 @@ def lut16_interp(t0, t1, f):  # type: ignore[no-untyped-def]
 
 
 @register_jitable
-def lut16_ref(x, table):  # type: ignore[no-untyped-def]
-    """Interpolated table activation on int16 (docs §8): with u = x + 32768 in [0, 65535],
-    segment i = u >> 7 and position f = u & 127 in the 513-entry table T,
-        y = T[i] + mul_round_shift((T[i + 1] - T[i]) * f, 1, 7)
-    (no clamp is needed: y lies between two entries of the output range)."""
-    u = x + 32768
-    i = u >> LUT16_FRAC
-    return lut16_interp(table[i], table[i + 1], u & 127)
+def lut16_word(hi, lo):  # type: ignore[no-untyped-def]
+    """The int32 stored as two int16 table entries: hi * 65536 + (lo as unsigned)."""
+    return (hi << 16) | (lo & 0xFFFF)
+
+
+@register_jitable
+def lut16_ref(x, table, lo, hi):  # type: ignore[no-untyped-def]
+    """Windowed, interpolated table activation on int16 (docs §8). With the header of the
+    LUT16_SIZE-entry table T: x0 = T[513], k = clamp(T[514], 0, 7), the Q16 slopes
+    sl = word(T[515], T[516]) and sh = word(T[517], T[518]); d = x - x0, w = 512 << k:
+        0 <= d < w:  i = d >> k,  y = T[i] + mul_round_shift((T[i+1] - T[i]) * (f << (7 - k)), 1, 7)
+                     (f = d - (i << k), the position in the segment)
+        d < 0:       y = T[0]   + mul_round_shift(d * sl, 1, 16)
+        d >= w:      y = T[512] + mul_round_shift((d - w) * sh, 1, 16)
+    then clamp(y, lo, hi) (the result type's range). x0 = -32768, k = 7 is a plain table of
+    512 segments of 128 codes over all 65536 codes (no extrapolation)."""
+    k = min(max(table[LUT16_KNOTS + 1], 0), LUT16_FRAC)
+    d = x - table[LUT16_KNOTS]
+    w = np.int64(512) << k
+    i = np.minimum(np.maximum(d >> k, 0), 511)
+    inside = lut16_interp(table[i], table[i + 1], (d - (i << k)) << (LUT16_FRAC - k))
+    half = np.int64(1) << (LUT16_SLOPE_FRAC - 1)
+    below = table[0] + ((d * lut16_word(table[LUT16_KNOTS + 2], table[LUT16_KNOTS + 3]) + half)
+                        >> LUT16_SLOPE_FRAC)
+    above = table[LUT16_KNOTS - 1] + (((d - w) * lut16_word(table[LUT16_KNOTS + 4],
+                                                            table[LUT16_KNOTS + 5]) + half)
+                                      >> LUT16_SLOPE_FRAC)
+    y = inside + (d < 0) * (below - inside) + (d >= w) * (above - inside)
+    return clamp(y, lo, hi)
+
+
+def lut16_table(knots: np.ndarray, x0: int = INT16_MIN, k: int = LUT16_FRAC, slope_lo: int = 0,
+                slope_hi: int = 0) -> np.ndarray:
+    """An int16 table of LUT16_SIZE entries: 513 knots, then the header (lut16_ref)."""
+    words = []
+    for s in (slope_lo, slope_hi):
+        s = int(np.clip(s, INT32_MIN, INT32_MAX))
+        words += [s >> 16, ((s & 0xFFFF) ^ 0x8000) - 0x8000]
+    head = np.array([x0, k, *words], np.int64)
+    return np.concatenate([np.asarray(knots, np.int64), head]).astype(np.int16)
 
 
 def requantize16_ref(acc: np.ndarray, mult: np.ndarray | int, n: np.ndarray | int,

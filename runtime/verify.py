@@ -283,7 +283,7 @@ def _check_vector(c: _Insn, op: Opcode) -> None:
         c.one_of("in_dt", (DType.I8, DType.I16))
         e, ie = esize(c["out_dt"]), esize(c["in_dt"])
         c.span("src", c["count"] * ie, align=ie)
-        if c["in_dt"] == DType.I16:  # 513-entry int16 tables (qmath.LUT16_SIZE)
+        if c["in_dt"] == DType.I16:  # int16 tables of qmath.LUT16_SIZE entries
             c.span("table", 2 * LUT16_SIZE * max(c["tables"], 1), align=2)
         else:
             c.span("table", 256 * e * max(c["tables"], 1), align=e)

@@ -36,8 +36,8 @@ def item(v: Value | None) -> int:
 
 
 def table_bytes(n: Node) -> int:
-    """Bytes of one table of an npu.lut: 256 entries of the result type, or 513 int16 entries
-    (interpolated) for an i16 input."""
+    """Bytes of one table of an npu.lut: 256 entries of the result type, or LUT16_SIZE int16
+    entries (knots and window header) for an i16 input."""
     return 2 * qmath.LUT16_SIZE if item(n.inputs[0]) == 2 else 256 * item(n.outputs[0])
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.linalg import solve_banded
 
 from ocrc.compiler.ir.ops.quant import BIAS_MAX
 from ocrc.runtime import qmath
@@ -131,9 +132,8 @@ def multipliers(reals: np.ndarray, where: str,
 def build_lut(fn: Callable[[np.ndarray], np.ndarray], qin: QParams, qout: QParams) -> np.ndarray:
     """The table of y = fn(x). An int8 input gives 256 entries (codes -128..127) of the
     output's type, table[i] = quantize(fn(dequantize(code i))): exact at every code. An int16
-    input gives 513 int16 entries at the codes 128 j - 32768, j = 0..512, read with linear
-    interpolation (qmath.lut16_ref, docs §8); they are fitted by least squares over all 65536
-    input codes (`_lut16_fit`), not sampled at the knots."""
+    input gives a windowed int16 table of 513 knots (qmath.lut16_ref, docs §8), fitted by
+    least squares over all 65536 input codes (`_lut16_fit`)."""
     if qin.bits == 16:
         return _lut16_fit(fn, qin, qout)
     q = np.arange(-128, 128, dtype=np.int64)
@@ -150,27 +150,87 @@ def _out_codes(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray,
     return np.nan_to_num(y / qout.scale, nan=0.0, posinf=1e9, neginf=-1e9) + qout.zp
 
 
+LUT16_TOL = 2.0  # the whole-range table is kept when it is within this many output codes
+LUT16_MASS = 0.999  # a window is tried where it can hold this fraction of the curvature
+
+
 def _lut16_fit(fn: Callable[[np.ndarray], np.ndarray], qin: QParams,
                qout: QParams) -> np.ndarray:
-    """The 513 knots T minimising sum over every int16 input code c of
-    (interp(T, c) - fn(x_c) / s_y - zp_y)^2, rounded and clamped. Sampling fn at the knots
-    instead leaves the chord's one-signed error on every convex or concave stretch (a bias:
-    hardswish's x(x+3)/6 is read high by h^2/12 f'' on average, h = 128 s_x), which
-    PP-OCRv2 rec's noise-amplifying backbone turns into string errors: int16 everywhere kept
-    59% of fp32's strings with sampled knots and 93% with fitted ones (100 clean images). The
-    normal equations are tridiagonal (each code weighs on its two knots)."""
+    """The int16 table (qmath.lut16_ref) of fn: a window (x0, k) and its 513 knots fitted by
+    least squares over all 65536 input codes c to fn(x_c) / s_y + zp_y (clamped to the result
+    range), with linear extrapolation outside the window.
+
+    Fitted, not sampled at the knots: sampling leaves the chord's one-signed error on every
+    convex or concave stretch (a bias: hardswish's x(x+3)/6 is read high by h^2/12 f'' on
+    average, h the segment length in x), which PP-OCRv2 rec's noise-amplifying backbone turns
+    into string errors (int16 everywhere kept 59% of fp32's strings with sampled knots and 93%
+    with fitted ones, 100 clean images). Windowed: the plain table (512 segments of 128 codes
+    over all 65536) is kept when its largest error is within LUT16_TOL codes; otherwise a window of 512 segments of 2**k codes, k < 7, is placed
+    where it holds the most curvature (second differences), for the two shortest segment
+    lengths whose windows hold LUT16_MASS of it (else the longest), and the best fit is taken. A
+    hardswish whose input range is +-1973 (a channel of PP-OCRv2 rec) bends within +-50 codes
+    of 0, all inside one of the plain table's segments; a window of 1-code segments reads it
+    exactly and extrapolates the straight parts."""
     c = np.arange(-32768, 32768, dtype=np.int64)
-    y = _out_codes(fn, qin.scale * (c - qin.zp), qout)
-    u = c + 32768
-    i, f = u >> qmath.LUT16_FRAC, (u & ((1 << qmath.LUT16_FRAC) - 1)) / (1 << qmath.LUT16_FRAC)
-    n = qmath.LUT16_SIZE
-    diag = np.bincount(i, (1 - f) ** 2, n) + np.bincount(i + 1, f * f, n)
+    y = np.clip(_out_codes(fn, qin.scale * (c - qin.zp), qout), qout.qmin, qout.qmax)
+    err, best = _lut16_window(y, c, -32768, qmath.LUT16_FRAC, qout)
+    if err <= LUT16_TOL:
+        return best
+    # Curvature: second differences over 8 codes (64 times those over 1 code), below 0.05 codes
+    # taken as fn's float32 rounding (|y| < 2**15 codes: 2**-9 each).
+    d2 = np.zeros(len(y))
+    d2[8:-8] = np.abs(y[16:] - 2 * y[8:-8] + y[:-16])
+    d2[d2 < 0.05] = 0.0
+    cum = np.concatenate([[0.0], np.cumsum(d2)])
+    windows = []  # (k, start) holding the most curvature, for the segment lengths that can
+    for k in range(qmath.LUT16_FRAC):  # hold nearly all of it (else the widest)
+        w = 512 << k
+        n = len(c) - w + 1  # window starts j: codes j..j+w-1
+        mass = cum[w:w + n] - cum[:n]
+        top = np.flatnonzero(mass >= mass.max() * (1 - 1e-9))
+        windows.append((k, int(top[len(top) // 2]) - 32768, mass.max() >= LUT16_MASS * cum[-1]))
+    held = [kw for kw in windows if kw[2]][:2] or windows[-1:]
+    for k, x0, _ in held:
+        e, table = _lut16_window(y, c, x0, k, qout)
+        if e < err:
+            err, best = e, table
+    return best
+
+
+def _lut16_window(y: np.ndarray, c: np.ndarray, x0: int, k: int,
+                  qout: QParams) -> tuple[float, np.ndarray]:
+    """(largest |error| in output codes, table) of the least-squares table with window (x0, k):
+    tridiagonal normal equations (each code inside the window weighs on its two knots, one
+    below it on T[0] and one above it on T[512], through the tails' own Q16 slopes)."""
+    w = 512 << k
+    d = c - x0
+    lo, hi = d < 0, d >= w
+    mid = ~(lo | hi)
+    slopes = []
+    for m, edge in ((lo, 0), (hi, w)):  # least-squares slope of each tail through its edge
+        t = (d[m] - edge).astype(np.float64)
+        y_edge = y[x0 + edge + 32768] if m.any() else 0.0
+        den = float(t @ t)
+        s = float((y[m] - y_edge) @ t) / den if den > 0 else 0.0
+        slopes.append(int(np.clip(np.rint(s * 2**qmath.LUT16_SLOPE_FRAC), -2**31, 2**31 - 1)))
+    n = qmath.LUT16_KNOTS
+    i = d[mid] >> k
+    f = (d[mid] - (i << k)) / (1 << k)
+    ym = y[mid]
+    diag = np.bincount(i, (1 - f) ** 2, n) + np.bincount(i + 1, f * f, n) + 1e-6
     off = np.bincount(i, (1 - f) * f, n)[:n - 1]
-    rhs = np.bincount(i, (1 - f) * y, n) + np.bincount(i + 1, f * y, n)
-    m = np.diag(diag) + np.diag(off, 1) + np.diag(off, -1)
-    m[-1, -1] += 1e-6  # the end knot (code 32768) has little weight: keep m regular
-    t = np.linalg.solve(m, rhs)
-    return np.clip(np.rint(t), qout.qmin, qout.qmax).astype(np.int16)
+    rhs = np.bincount(i, (1 - f) * ym, n) + np.bincount(i + 1, f * ym, n)
+    scale = 2.0**-qmath.LUT16_SLOPE_FRAC
+    diag[0] += lo.sum()
+    rhs[0] += float((y[lo] - d[lo] * slopes[0] * scale).sum())
+    diag[-1] += hi.sum()
+    rhs[-1] += float((y[hi] - (d[hi] - w) * slopes[1] * scale).sum())
+    bands = np.zeros((3, n))
+    bands[0, 1:], bands[1], bands[2, :-1] = off, diag, off
+    knots = np.clip(np.rint(solve_banded((1, 1), bands, rhs)), qout.qmin, qout.qmax)
+    table = qmath.lut16_table(knots, x0, k, *slopes)
+    got = qmath.lut16_ref(c, table.astype(np.int64), qout.qmin, qout.qmax)
+    return float(np.abs(got - y).max()), table
 
 
 def gate_table(fn: Callable[[np.ndarray], np.ndarray], scale: float) -> np.ndarray:

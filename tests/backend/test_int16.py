@@ -18,6 +18,7 @@ from ocrc.compiler.errors import UnsupportedOpError
 from ocrc.compiler.ir import Builder, DType, Graph, Node, TensorType
 from ocrc.compiler.ir.verify import verify
 from ocrc.runtime.cycles import insn_cycles
+from ocrc.runtime import qmath
 from ocrc.runtime.isa import COL, N_COLS, Opcode
 from ocrc.runtime.target import load_target
 
@@ -101,9 +102,11 @@ def tables_and_rescales() -> Graph:
     b = Builder()
     x = b.input("x", TensorType(DType.F32, (1, 5, 4, 6)))
     q = b.op("quantize", x, scale=1 / 32767, bits=16)
-    t1 = b.const(np.sort(rng.integers(-32768, 32768, (5, 513)), axis=1).astype(np.int16))
+    t1 = b.const(np.stack([qmath.lut16_table(np.sort(rng.integers(-32768, 32768, 513)),
+                                             x0, k, 3 << 15, -(1 << 14))
+                           for x0, k in ((-32768, 7), (-400, 0), (0, 2), (-9000, 5), (77, 6))]))
     y = b.op("lut", q, t1, axis=1, y_bits=16)
-    t2 = b.const(np.sort(rng.integers(-128, 128, 513)).astype(np.int16))
+    t2 = b.const(qmath.lut16_table(np.sort(rng.integers(-128, 128, 513)), -1000, 1, 1 << 16))
     y = b.op("lut", y, t2)
     y = b.op("rescale", y, x_zp=3, y_zp=0, mult=1 << 30, shift=22, lo=-32768, hi=32767,
              y_bits=16)

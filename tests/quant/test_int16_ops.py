@@ -65,18 +65,39 @@ def test_identity_rescales_are_exact(x: int) -> None:
 @given(seeds)
 def test_lut16_interpolates_between_entries(seed: int) -> None:
     rng = np.random.default_rng(seed)
-    table = np.cumsum(rng.integers(-300, 300, qmath.LUT16_SIZE)).astype(np.int64)
-    table = np.clip(table, *I16)
+    knots = np.clip(np.cumsum(rng.integers(-300, 300, qmath.LUT16_KNOTS)), *I16)
+    table = qmath.lut16_table(knots).astype(np.int64)  # the whole range, 128-code segments
     x = np.concatenate([rng.integers(*I16, 500, endpoint=True), [-32768, 32767]])
-    y = qmath.lut16_ref(x.astype(np.int64), table)
+    y = qmath.lut16_ref(x.astype(np.int64), table, *I16)
     u = x + 32768
     i, f = u >> 7, u & 127
     lo, hi = np.minimum(table[i], table[i + 1]), np.maximum(table[i], table[i + 1])
     assert np.all((lo <= y) & (y <= hi))
     exact = table[i] + (table[i + 1] - table[i]) * f / 128.0
     assert np.all(np.abs(y - exact) <= 0.5)
-    knots = np.arange(512) * 128 - 32768  # the table's own codes are returned exactly
-    assert np.array_equal(qmath.lut16_ref(knots, table), table[:512])
+    codes = np.arange(512) * 128 - 32768  # the table's own codes are returned exactly
+    assert np.array_equal(qmath.lut16_ref(codes, table, *I16), table[:512])
+
+
+@settings(max_examples=60, deadline=None)
+@given(seeds, st.integers(0, 7), st.integers(-32768, 32767), st.integers(-2**31, 2**31 - 1),
+       st.integers(-2**31, 2**31 - 1))
+def test_lut16_window_and_extrapolation(seed: int, k: int, x0: int, sl: int, sh: int) -> None:
+    """Inside the window [x0, x0 + 512 * 2**k) the knots are 2**k codes apart; below and above
+    it the Q16 slopes continue from the end knots; the result is clamped to its type."""
+    rng = np.random.default_rng(seed)
+    knots = rng.integers(-20000, 20000, qmath.LUT16_KNOTS)
+    table = qmath.lut16_table(knots, x0, k, sl, sh).astype(np.int64)
+    assert qmath.lut16_word(table[-4], table[-3]) == sl
+    assert qmath.lut16_word(table[-2], table[-1]) == sh
+    x = np.arange(*I16, 13, dtype=np.int64)
+    y = qmath.lut16_ref(x, table, -128, 127)
+    d, w = x - x0, 512 << k
+    i = np.clip(d >> k, 0, 511)
+    inside = knots[i] + (knots[i + 1] - knots[i]) * (d - (i << k)) / 2.0**k
+    want = np.where(d < 0, knots[0] + d * sl / 65536.0,
+                    np.where(d >= w, knots[512] + (d - w) * sh / 65536.0, inside))
+    assert np.all(np.abs(y - np.clip(want, -128, 127)) <= 0.5)
 
 
 # --- the ops ------------------------------------------------------------------------------
@@ -158,7 +179,7 @@ def test_lut_int8_input_int16_table_and_per_channel_int16() -> None:
     y = ref("lut", [xs, tables], y_bits=16)
     for c in range(2):
         assert np.array_equal(y[:, c], qmath.lut16_ref(xs[:, c].astype(np.int64),
-                                                       tables[c].astype(np.int64)))
+                                                       tables[c].astype(np.int64), *I16))
 
 
 @settings(max_examples=40, deadline=None)
@@ -220,8 +241,8 @@ def test_lut16_knots_are_fitted_unbiased() -> None:
     x = np.arange(*I16, dtype=np.int16)
     real = hswish(qin.scale * x.astype(np.float64)) / qout.scale
     fitted = ref("lut", [x, build_lut(hswish, qin, qout)], y_bits=16) - real
-    knots = np.arange(qmath.LUT16_SIZE) * 128 - 32768
-    sampled = np.clip(np.rint(hswish(qin.scale * knots) / qout.scale), *I16).astype(np.int16)
+    knots = np.arange(qmath.LUT16_KNOTS) * 128 - 32768
+    sampled = qmath.lut16_table(np.clip(np.rint(hswish(qin.scale * knots) / qout.scale), *I16))
     chord = ref("lut", [x, sampled], y_bits=16) - real
     curved = np.abs(qin.scale * x) < 3
     assert chord[curved].mean() > 0.5  # the chord's bias, h**2 / 12 * f'' = 0.61 codes

@@ -1,6 +1,6 @@
 """The int16 instruction forms against their qmath pseudo-code (isa.py): CONV with the wide
 accumulator (in_dt=i16, int64 bias qp) and int16 results clamped on the high byte, the
-interpolated LUT (in_dt=i16, per-channel 513-entry tables), RESCALE to int32, POOL on int16;
+interpolated LUT (in_dt=i16, per-channel windowed tables), RESCALE to int32, POOL on int16;
 the verifier's rules for them; cycles as isa.py states them (int16 MACs at 1/int16_rate)."""
 
 from __future__ import annotations
@@ -50,19 +50,27 @@ def test_lut_interpolated_per_channel() -> None:
     rng = np.random.default_rng(12)
     nch, n = 3, 300
     x = rng.integers(-32768, 32768, n).astype(np.int16)
-    tabs = np.sort(rng.integers(-32768, 32768, (nch, q.LUT16_SIZE)), axis=1).astype(np.int16)
+    # windowed tables (and one with an arbitrary header: k is clamped, every x stays in bounds)
+    tabs = np.stack([q.lut16_table(np.sort(rng.integers(-32768, 32768, q.LUT16_KNOTS)), x0, k,
+                                   int(rng.integers(-2**31, 2**31)),
+                                   int(rng.integers(-2**31, 2**31)))
+                     for x0, k in ((-300, 0), (-32768, 7), (1000, 3))])
+    tabs[2, q.LUT16_KNOTS + 1] = 99
     img = Image()
     img.put(0, x)
     img.put(1024, tabs)
     got = _vec(Opcode.LUT, img, n, np.int16, src=0, table=1024, count=n, out_dt=DType.I16,
                in_dt=DType.I16, tables=nch)
-    want = [q.lut16_ref(np.int64(v), tabs[i % nch].astype(np.int64)) for i, v in enumerate(x)]
+    want = [q.lut16_ref(np.int64(v), tabs[i % nch].astype(np.int64), -32768, 32767)
+            for i, v in enumerate(x)]
     assert np.array_equal(got, want)
-    small = np.sort(rng.integers(-128, 128, q.LUT16_SIZE)).astype(np.int16)  # i8 results
+    small = q.lut16_table(np.sort(rng.integers(-128, 128, q.LUT16_KNOTS)), -5000, 4, 1 << 14,
+                          -(1 << 15))  # i8 results, extrapolated past the int8 range: clamped
     img.put(1024, small)
     got = _vec(Opcode.LUT, img, n, np.int8, src=0, table=1024, count=n, out_dt=DType.I8,
                in_dt=DType.I16)
-    assert np.array_equal(got, q.lut16_ref(x.astype(np.int64), small.astype(np.int64)))
+    assert np.array_equal(got, q.lut16_ref(x.astype(np.int64), small.astype(np.int64), -128,
+                                           127))
 
 
 def test_rescale_to_int32_and_pool_int16() -> None:

@@ -177,7 +177,7 @@ def _infer_unary(types: Sequence[TensorType | None], a: Attrs) -> list[TensorTyp
     y = _y(a)
     if len(types) > 1:
         t = _t(types, 1)
-        # i8 x: 256 entries of the result type; i16 x: 513 interpolated i16 entries
+        # i8 x: 256 entries of the result type; i16 x: LUT16_SIZE i16 entries (knots, header)
         size, tdt = (256, y) if x.dtype == DType.I8 else (qmath.LUT16_SIZE, DType.I16)
         per_channel = x.rank >= 2 and t.shape == (x.shape[1], size)
         _need(t.dtype == tdt and (t.shape == (size,) or per_channel),
@@ -190,8 +190,8 @@ LUT = defop(
     "npu.lut", ("x", "table"), _infer_unary,
     lambda xs, a: ref_lut(xs, {"axis": 1, "y_bits": a.get("y_bits", 8)}),
     "LUT: y = table[x + 128]; with an i8[C, 256] table, one table per channel (axis 1; the LUT "
-    "instruction's `tables` on a channel-innermost tile). An i16 x reads 513-entry i16 tables "
-    "with interpolation (qmath.lut16_ref).", attrs={**_YB, **_COMMON},
+    "instruction's `tables` on a channel-innermost tile). An i16 x reads windowed i16 tables "
+    "(513 knots and a header; qmath.lut16_ref).", attrs={**_YB, **_COMMON},
     traits=("elementwise", "npu"))
 
 RESCALE = defop(

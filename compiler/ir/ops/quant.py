@@ -221,7 +221,8 @@ QDENSE = defop(
 def _infer_lut(types: Sequence[TensorType | None], attrs: Attrs) -> list[TensorType]:
     x, table = _act(types[0], "input x"), _t(types, 1)
     y = y_dtype(attrs)
-    # i8 x: a 256-entry table of the result type; i16 x: a 513-entry interpolated i16 table.
+    # i8 x: a 256-entry table of the result type; i16 x: a windowed, interpolated i16 table of
+    # LUT16_SIZE entries (513 knots and a header).
     size, tdt = (256, y) if x.dtype == DType.I8 else (qmath.LUT16_SIZE, DType.I16)
     if table.rank == 2:  # one table per channel along `axis`
         ax = attrs["axis"]
@@ -239,25 +240,28 @@ def ref_lut(xs: Sequence[np.ndarray | None], a: Attrs) -> list[np.ndarray]:
     x64 = np.asarray(x, np.int64)
     t64 = np.asarray(table, np.int64)
     wide = x.dtype == np.int16
+    lo, hi = (qmath.INT16_MIN, qmath.INT16_MAX) if a.get("y_bits", 8) == 16 else \
+        (qmath.INT8_MIN, qmath.INT8_MAX)
     if table.ndim == 1:
-        y = qmath.lut16_ref(x64, t64) if wide else qmath.lut_ref(x64, t64)
+        y = qmath.lut16_ref(x64, t64, lo, hi) if wide else qmath.lut_ref(x64, t64)
         return [_as(y, a)]
-    shape = [1] * x.ndim
-    shape[a["axis"]] = -1
-    channel = np.arange(table.shape[0]).reshape(shape)
     if not wide:
+        shape = [1] * x.ndim
+        shape[a["axis"]] = -1
+        channel = np.arange(table.shape[0]).reshape(shape)
         return [_as(t64[channel, x64 + 128], a)]
-    u = x64 + 32768
-    i = u >> qmath.LUT16_FRAC
-    return [_as(qmath.lut16_interp(t64[channel, i], t64[channel, i + 1], u & 127), a)]
+    xc = np.moveaxis(x64, a["axis"], 0)  # each channel with its own table and window
+    y = np.stack([qmath.lut16_ref(xc[c], t64[c], lo, hi) for c in range(len(t64))])
+    return [_as(np.moveaxis(y, 0, a["axis"]), a)]
 
 
 LUT = defop(
     "lut", ("x", "table"), _infer_lut, ref_lut,
     "int8 table activation: y = table[x + 128] (table: a 256-entry constant of the result "
     "type), or, with a [C, 256] table, y = table[c, x + 128] with c the index along `axis` "
-    "(per-channel tables of cross-layer equalisation). An i16 x reads a 513-entry i16 table "
-    "with linear interpolation (qmath.lut16_ref).",
+    "(per-channel tables of cross-layer equalisation). An i16 x reads an i16 table of 513 "
+    "knots and a window header, interpolating inside the window and extrapolating linearly "
+    "outside it (qmath.lut16_ref).",
     attrs={"axis": AttrDef("int", 1), **Y_BITS}, traits=("quantized", "elementwise"))
 
 
