@@ -150,7 +150,7 @@ def _out_codes(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray,
     return np.nan_to_num(y / qout.scale, nan=0.0, posinf=1e9, neginf=-1e9) + qout.zp
 
 
-LUT16_TOL = 2.0  # the whole-range table is kept when it is within this many output codes
+LUT16_TOL = 0.5  # the whole-range table is kept when it is within this many output codes
 LUT16_MASS = 0.999  # a window is tried where it can hold this fraction of the curvature
 
 
