@@ -165,16 +165,18 @@ def _lut16_fit(fn: Callable[[np.ndarray], np.ndarray], qin: QParams,
     average, h the segment length in x), which PP-OCRv2 rec's noise-amplifying backbone turns
     into string errors (int16 everywhere kept 59% of fp32's strings with sampled knots and 93%
     with fitted ones, 100 clean images). Windowed: the plain table (512 segments of 128 codes
-    over all 65536) is kept when its largest error is within LUT16_TOL codes; otherwise a window of 512 segments of 2**k codes, k < 7, is placed
-    where it holds the most curvature (second differences), for the two shortest segment
-    lengths whose windows hold LUT16_MASS of it (else the longest), and the best fit is taken. A
+    over all 65536) is kept when its largest error is within LUT16_TOL codes; otherwise a
+    window of 512 segments of 2**k codes, k < 7, is placed where it holds the most curvature
+    (second differences), for the two shortest segment lengths whose windows hold LUT16_MASS of
+    it (else the longest), and the fit with the least RMS error over all codes is taken (the
+    largest error would favour windows whose extrapolated tails are worse on average: SiLU's). A
     hardswish whose input range is +-1973 (a channel of PP-OCRv2 rec) bends within +-50 codes
     of 0, all inside one of the plain table's segments; a window of 1-code segments reads it
     exactly and extrapolates the straight parts."""
     c = np.arange(-32768, 32768, dtype=np.int64)
     y = np.clip(_out_codes(fn, qin.scale * (c - qin.zp), qout), qout.qmin, qout.qmax)
-    err, best = _lut16_window(y, c, -32768, qmath.LUT16_FRAC, qout)
-    if err <= LUT16_TOL:
+    top_err, err, best = _lut16_window(y, c, -32768, qmath.LUT16_FRAC, qout)
+    if top_err <= LUT16_TOL:
         return best
     # Curvature: second differences over 8 codes (64 times those over 1 code), below 0.05 codes
     # taken as fn's float32 rounding (|y| < 2**15 codes: 2**-9 each).
@@ -191,15 +193,16 @@ def _lut16_fit(fn: Callable[[np.ndarray], np.ndarray], qin: QParams,
         windows.append((k, int(top[len(top) // 2]) - 32768, mass.max() >= LUT16_MASS * cum[-1]))
     held = [kw for kw in windows if kw[2]][:2] or windows[-1:]
     for k, x0, _ in held:
-        e, table = _lut16_window(y, c, x0, k, qout)
+        _, e, table = _lut16_window(y, c, x0, k, qout)
         if e < err:
             err, best = e, table
     return best
 
 
 def _lut16_window(y: np.ndarray, c: np.ndarray, x0: int, k: int,
-                  qout: QParams) -> tuple[float, np.ndarray]:
-    """(largest |error| in output codes, table) of the least-squares table with window (x0, k):
+                  qout: QParams) -> tuple[float, float, np.ndarray]:
+    """(largest and RMS error in output codes, table) of the least-squares table with window
+    (x0, k):
     tridiagonal normal equations (each code inside the window weighs on its two knots, one
     below it on T[0] and one above it on T[512], through the tails' own Q16 slopes)."""
     w = 512 << k
@@ -229,8 +232,8 @@ def _lut16_window(y: np.ndarray, c: np.ndarray, x0: int, k: int,
     bands[0, 1:], bands[1], bands[2, :-1] = off, diag, off
     knots = np.clip(np.rint(solve_banded((1, 1), bands, rhs)), qout.qmin, qout.qmax)
     table = qmath.lut16_table(knots, x0, k, *slopes)
-    got = qmath.lut16_ref(c, table.astype(np.int64), qout.qmin, qout.qmax)
-    return float(np.abs(got - y).max()), table
+    e = qmath.lut16_ref(c, table.astype(np.int64), qout.qmin, qout.qmax) - y
+    return float(np.abs(e).max()), float(np.sqrt(np.mean(e * e))), table
 
 
 def gate_table(fn: Callable[[np.ndarray], np.ndarray], scale: float) -> np.ndarray:
