@@ -204,7 +204,8 @@ k = i mod max(tables, 1)
 in_dt == i8:  OUT[dst][i] = T[table + 256*k][SRAM_i8[src + i] + 128]          (qmath.lut_ref)
 in_dt == i16: T16 = SRAM_i16[table + 2*519*k ...] (513 knots, header x0, kk, sl (2), sh (2))
               d = SRAM_i16[src + 2*i] - x0;  kk = clamp(kk, 0, 7);  w = 512 << kk
-              0 <= d < w: j = d >> kk;  y = T16[j] + mrs((T16[j+1] - T16[j]) * (d - (j << kk) << (7 - kk)), 1, 7)
+              0 <= d < w: j = d >> kk;  f = (d - (j << kk)) << (7 - kk)
+                          y = T16[j] + mrs((T16[j+1] - T16[j]) * f, 1, 7)
               d < 0: y = T16[0] + mrs(d*sl, 1, 16);  d >= w: y = T16[512] + mrs((d - w)*sh, 1, 16)
               OUT[dst][i] = clamp(y, out_dt's range)                      (qmath.lut16_ref)
 """, _VEC_CYC),

@@ -202,9 +202,8 @@ def _lut16_fit(fn: Callable[[np.ndarray], np.ndarray], qin: QParams,
 def _lut16_window(y: np.ndarray, c: np.ndarray, x0: int, k: int,
                   qout: QParams) -> tuple[float, float, np.ndarray]:
     """(largest and RMS error in output codes, table) of the least-squares table with window
-    (x0, k):
-    tridiagonal normal equations (each code inside the window weighs on its two knots, one
-    below it on T[0] and one above it on T[512], through the tails' own Q16 slopes)."""
+    (x0, k): tridiagonal normal equations (each code inside the window weighs on its two knots,
+    one below it on T[0] and one above it on T[512], through the tails' own Q16 slopes)."""
     w = 512 << k
     d = c - x0
     lo, hi = d < 0, d >= w

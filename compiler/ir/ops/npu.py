@@ -19,7 +19,7 @@ from ocrc.compiler.ir.opdef import AttrDef, Attrs, defop
 from ocrc.compiler.ir.ops.elementwise import broadcast_shape
 from ocrc.compiler.ir.ops.nn import WINDOW_ATTRS, window_out
 from ocrc.compiler.ir.ops.qlstm import N_TABLES, factored_of, lstm_steps
-from ocrc.compiler.ir.ops.quant import ref_lut, ref_qconcat
+from ocrc.compiler.ir.ops.quant import ref_lut, ref_qadd, ref_qconcat
 from ocrc.compiler.ir.ops.rnn import LSTM_DIRECTIONS
 from ocrc.compiler.ir.types import DType, TensorType
 from ocrc.runtime import qmath
@@ -213,17 +213,9 @@ def _infer_binary(types: Sequence[TensorType | None], a: Attrs) -> list[TensorTy
     return [TensorType(_y(a), x.shape)]
 
 
-def _ref_add(xs: Sequence[np.ndarray | None], a: Attrs) -> list[np.ndarray]:
-    wide = a.get("y_bits", 8) == 16 or any(np.asarray(v).dtype == np.int16 for v in xs)
-    xa, xb = (np.asarray(v, np.int64) for v in xs)
-    return [_as(qmath.add_ref(xa, a["a_zp"], a["a_mult"], a["a_shift"], xb, a["b_zp"],
-                              a["b_mult"], a["b_shift"], a["y_zp"], a["lo"], a["hi"],
-                              qmath.add_frac_bits(wide)), a)]
-
-
 _AB = {"a_zp": AttrDef("int", 0), "b_zp": AttrDef("int", 0), "y_zp": AttrDef("int", 0)}
 ADD = defop(
-    "npu.add", ("a", "b"), _infer_binary, _ref_add,
+    "npu.add", ("a", "b"), _infer_binary, lambda xs, a: ref_qadd(xs, a),
     "ADD (b broadcasts periodically over a's memory order): qmath.add_ref. With an i16 operand "
     "or result: RESCALE of each operand to int32 and IADD >> 8.",
     attrs={**_AB, "a_mult": AttrDef("int"), "a_shift": AttrDef("int"), "b_mult": AttrDef("int"),

@@ -293,7 +293,9 @@ def _infer_qbinary(types: Sequence[TensorType | None], attrs: Attrs) -> list[Ten
     return [TensorType(y, broadcast_shape(a.shape, b.shape))]
 
 
-def _ref_qadd(xs: Sequence[np.ndarray | None], a: Attrs) -> list[np.ndarray]:
+def ref_qadd(xs: Sequence[np.ndarray | None], a: Attrs) -> list[np.ndarray]:
+    """qadd and npu.add: 16 add fraction bits when all are int8, 8 with an int16 operand or
+    result (qmath.add_frac_bits)."""
     wide = a.get("y_bits", 8) == 16 or any(np.asarray(v).dtype == np.int16 for v in xs)
     xa, xb = (np.asarray(v, np.int64) for v in xs)
     return [_as(qmath.add_ref(xa, a["a_zp"], a["a_mult"], a["a_shift"], xb, a["b_zp"],
@@ -302,7 +304,7 @@ def _ref_qadd(xs: Sequence[np.ndarray | None], a: Attrs) -> list[np.ndarray]:
 
 
 QADD = defop(
-    "qadd", ("a", "b"), _infer_qbinary, _ref_qadd,
+    "qadd", ("a", "b"), _infer_qbinary, ref_qadd,
     "int8 add, broadcasting: ta = mul_round_shift(a - a_zp, a_mult, a_shift), tb likewise "
     "(multipliers carry 2**8); y = clamp(mul_round_shift(ta + tb, 1, 8) + y_zp, lo, hi). "
     "Operands i8 or i16, y_bits the result's.",
