@@ -249,15 +249,16 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     ap.add_argument("--settings", nargs="+", default=["minmax", "mse", "mse+eq"],
-                    metavar="METHOD[+eq][+int16[@DB]|+int16all|+int16front@B][+gptq|+gptqplain][+bc]",
+                    metavar="METHOD[+eq][+int16[@DB]|+int16all|+int16front@B]"
+                            "[+gptq|+gptqplain][+bc]",
                     help="activation range methods to evaluate (minmax, percentile, entropy, "
                          "mse, auto), +eq for cross-layer equalisation first, +int16@DB for "
                          "mixed precision (int16 where the all-int8 single-mode SQNR is below "
-                         "DB; default 30), +int16all for every activation in int16, +int16front@B for "
-                         "the earliest layers within B of extra MAC cycles, +gptq for "
-                         "error-feedback (GPTQ) int8 weight rounding (centred; +gptqplain "
-                         "without centring), +bc for empirical bias "
-                         "correction (default: minmax mse mse+eq)")
+                         "DB; default 30), +int16all for every activation in int16, "
+                         "+int16front@B for the earliest layers within B of extra MAC cycles, "
+                         "+gptq for error-feedback (GPTQ) int8 weight rounding (centred; "
+                         "+gptqplain without centring), +bc for empirical bias correction "
+                         "(default: minmax mse mse+eq)")
     ap.add_argument("--limit", type=int, help="evaluate only the first N images")
     ap.add_argument("--no-write", action="store_true", help="print only")
     args = ap.parse_args(argv)

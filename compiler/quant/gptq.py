@@ -17,10 +17,10 @@ absorbs the mean error: b_c += mu . (W_c - Q_c s_c). This is GPTQ with the bias 
 unrounded, weight on a constant-1 input, taken last (C is H's Schur complement after that
 column). It matters where a kernel is a small difference of large weights over a smooth input:
 PP-OCRv2's second conv (3x3 depthwise; three of its 16 kernels sum to < 0.03 of their largest
-weight; inputs up to 44) keeps 5% of fp32's strings with nearest rounding, 42% with plain GPTQ and 95%
-centred (that layer alone in int8, 100 clean images). ddddocr, whose kernels do not cancel so,
-does better plain (`center=False`): 97.3% vs 96.0% all-int8, 99.3% vs 97.0% with int16 auto
-< 36 dB (300 clean images).
+weight; inputs up to 44) keeps 5% of fp32's strings with nearest rounding, 42% with plain GPTQ
+and 95% centred (that layer alone in int8, 100 clean images). ddddocr, whose kernels do not
+cancel so, does better plain (`center=False`): 97.3% vs 96.0% all-int8, 99.3% vs 97.0% with
+int16 auto < 36 dB (300 clean images).
 """
 
 from __future__ import annotations
