@@ -13,7 +13,7 @@ with every activation float, run by the reference interpreter: the same bound fo
 weights ocrc actually emits.
 
     python -m benchmarks.quant_sensitivity [--tasks ddddocr ppocr-v2-rec] [--bits 8 10 12]
-                                           [--gptq centred plain] [--split N ...] [--limit N]
+                                           [--gptq centred plain] [--limit N]
 
 Agreement is printed as in the quantisation table: case-insensitive (as accuracy compares
 with labels), exact in parentheses. Prints only; the lead copies the table into RESULTS.md.
@@ -106,20 +106,19 @@ class RoundedWeights:
         return self.sessions[x.shape](x)
 
 
-def gptq_float(task_name: str, calib: list[np.ndarray], mode: str, split: int = 0) -> Callable:
-    """The float graph of quantize{method=mse,equalize=true,gptq=true[,gptq_center=false]
-    [,split_weights=N]} with its GPTQ int8 weights (mode 'centred' or 'plain'; the first
-    `split` layers two-term) and float activations, as a recognizer run by the reference
-    interpreter."""
+def gptq_float(task_name: str, calib: list[np.ndarray], mode: str) -> Callable:
+    """The float graph of quantize{method=mse,equalize=true,gptq=true[,gptq_center=false]}
+    with its GPTQ int8 weights (mode 'centred' or 'plain') and float activations, as a
+    recognizer run by the reference interpreter."""
     from benchmarks.quant_accuracy import OcrcInt8  # it imports this module
 
-    model = OcrcInt8(TASKS[task_name](), "mse", True, gptq=mode, split=split)
+    model = OcrcInt8(TASKS[task_name](), "mse", True, gptq=mode)
     model.calibrate(calib)
     return lambda x: next(iter(run(model.float_graph(x.shape), {model.input: x}).values()))
 
 
 def evaluate(task_name: str, bits: list[int], limit: int | None,
-             gptq: Sequence[str] = (), split: Sequence[int] = ()) -> list[list[str]]:
+             gptq: Sequence[str] = ()) -> list[list[str]]:
     task = TASKS[task_name]()
     samples = load_dataset(EVAL_SET)[:limit]
     images, labels = [s.image for s in samples], [s.text for s in samples]
@@ -133,9 +132,6 @@ def evaluate(task_name: str, bits: list[int], limit: int | None,
              for b in bits]
     runs += [(f"conv/gemm weights int8 by {m} GPTQ (equalised, as ocrc emits them)",
               gptq_float(task_name, calib, m)) for m in gptq]
-    runs += [(f"conv/gemm weights int8 by centred GPTQ, the first {n} layers two-term int8 "
-              "(quantize{split_weights=N})", gptq_float(task_name, calib, "centred", n))
-             for n in split]
     rows = []
     for name, rec in runs:
         preds = fp32 if rec is fp32_rec else recognize(task, rec, images)
@@ -153,18 +149,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gptq", nargs="*", default=["centred", "plain"],
                     choices=["centred", "plain"],
                     help="rows with ocrc's GPTQ int8 weights (default: both forms)")
-    ap.add_argument("--split", nargs="*", type=int, default=[], metavar="N",
-                    help="rows with centred GPTQ weights whose first N conv/gemm layers have "
-                         "two-term int8 weights (compiler/quant/split_weights.py)")
     ap.add_argument("--limit", type=int, help="evaluate only the first N images")
     args = ap.parse_args(argv)
     if any(not 2 <= b <= 16 for b in args.bits):
         ap.error(f"--bits {args.bits}: each width must be in 2..16")
     t0 = time.perf_counter()
-    if any(n < 1 for n in args.split):
-        ap.error(f"--split {args.split}: each layer count must be >= 1")
-    rows = [r for t in args.tasks for r in evaluate(t, args.bits, args.limit, args.gptq,
-                                                     args.split)]
+    rows = [r for t in args.tasks for r in evaluate(t, args.bits, args.limit, args.gptq)]
     cmd = "python -m benchmarks.quant_sensitivity" + "".join(
         f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
     print(f"\nCommand: `{cmd}` ({time.perf_counter() - t0:.0f} s)\n")
