@@ -47,7 +47,6 @@ from ocrc.compiler.quant.equalize import channel_absmax, equalize
 from ocrc.compiler.quant.gptq import with_weights
 from ocrc.compiler.quant.mixed import DEFAULT_THRESHOLD, Int16Plan, select_int16
 from ocrc.compiler.quant.report import quant_report
-from ocrc.compiler.quant.split_weights import split_weights
 from ocrc.frontend import import_onnx
 from ocrc.frontend.zoo import fetch_model
 
@@ -64,7 +63,7 @@ class OcrcInt8:
 
     def __init__(self, task: OcrTask, method: str, equalize: bool, int16: str = "none",
                  threshold: float = DEFAULT_THRESHOLD, gptq: str = "",
-                 bias_correction: bool = False, split: int = 0) -> None:
+                 bias_correction: bool = False) -> None:
         self.path = fetch_model(task.model)
         self.input = onnx.load(str(self.path), load_external_data=False).graph.input[0].name
         self.method = method
@@ -73,8 +72,6 @@ class OcrcInt8:
         self.gptq = gptq  # "", "centred" or "plain" (compiler/quant/gptq.py)
         self.gptq_w: dict[str, np.ndarray] = {}
         self.bias_correction = bias_correction
-        self.split = split  # first layers with two-term int8 weights (quant/split_weights.py)
-        self.split_values: list[str] = []  # their partial sums, kept in int16
         self.bias_errors: dict[str, np.ndarray] = {}
         self.plan = Int16Plan()
         self.prepared: dict[tuple[int, ...], Graph] = {}
@@ -91,13 +88,10 @@ class OcrcInt8:
         return self.prepared[shape]
 
     def reference_graph(self, shape: tuple[int, ...]) -> Graph:
-        """The prepared (and, with equalize, equalised; with split, its first layers split into
-        two-term weights: float-equivalent) float graph; the equalisation statistics come from
-        every calibration shape."""
+        """The prepared (and, with equalize, equalised: float-equivalent) float graph; the
+        equalisation statistics come from every calibration shape."""
         g = self.prepared_graph(shape)
-        g = equalize(g, self.absmax) if self.equalize else g
-        g, self.split_values = split_weights(g, self.split)
-        return g
+        return equalize(g, self.absmax) if self.equalize else g
 
     def float_graph(self, shape: tuple[int, ...]) -> Graph:
         """The float graph the int8 model derives from: the reference graph, with gptq its
@@ -132,9 +126,8 @@ class OcrcInt8:
 
     def quant(self, shape: tuple[int, ...]) -> QuantResult:
         if shape not in self.quants:
-            g = self.float_graph(shape)
-            res = quantize_graph(g, self.table, self.method,
-                                 int16=sorted({*self.plan.values, *self.split_values}))
+            res = quantize_graph(self.float_graph(shape), self.table, self.method,
+                                 int16=self.plan.values)
             self.quants[shape] = apply_bias_errors(res, self.bias_errors)
         return self.quants[shape]
 
@@ -149,16 +142,14 @@ class OcrcInt8:
         return self.qdq[x.shape](x)
 
 
-def parse_setting(text: str) -> tuple[str, bool, str, float, str, bool, int]:
-    """METHOD[+eq][+int16[@DB]|+int16all|+int16front@B][+gptq|+gptqplain][+bc][+split@N] ->
-    (method, equalise, int16 spec, threshold (front: the MAC budget B), gptq ("", "centred" or
-    "plain"), bias correction, the number of first layers with two-term int8 weights)."""
+def parse_setting(text: str) -> tuple[str, bool, str, float, str, bool]:
+    """METHOD[+eq][+int16[@DB]|+int16all|+int16front@B][+gptq|+gptqplain][+bc] -> (method,
+    equalise, int16 spec, threshold (front: the MAC budget B), gptq ("", "centred" or
+    "plain"), bias correction)."""
     method, *flags = text.split("+")
-    eq, int16, threshold, gptq, bc, split = False, "none", DEFAULT_THRESHOLD, "", False, 0
+    eq, int16, threshold, gptq, bc = False, "none", DEFAULT_THRESHOLD, "", False
     for f in flags:
-        if f.startswith("split@") and f.removeprefix("split@").isdigit():
-            split = int(f.removeprefix("split@"))
-        elif f == "eq":
+        if f == "eq":
             eq = True
         elif f == "bc":
             bc = True
@@ -174,8 +165,8 @@ def parse_setting(text: str) -> tuple[str, bool, str, float, str, bool, int]:
                 threshold = float(f.removeprefix("int16@"))
         else:
             raise SystemExit(f"--settings {text!r}: unknown flag {f!r} (eq, int16[@DB], "
-                             "int16all, int16front@B, gptq, gptqplain, bc, split@N)")
-    return method, eq, int16, threshold, gptq, bc, split
+                             "int16all, int16front@B, gptq, gptqplain, bc)")
+    return method, eq, int16, threshold, gptq, bc
 
 
 def evaluate(task_name: str, settings: list[str],
@@ -200,8 +191,8 @@ def evaluate(task_name: str, settings: list[str],
         ("ort quantize_static int8 QDQ, LSTM float", ort8, None)]
     mixed = []
     for text in settings:
-        method, eq, int16, threshold, gptq, bc, split = parse_setting(text)
-        ocrc = OcrcInt8(task, method, eq, int16, threshold, gptq, bc, split)
+        method, eq, int16, threshold, gptq, bc = parse_setting(text)
+        ocrc = OcrcInt8(task, method, eq, int16, threshold, gptq, bc)
         t0 = time.perf_counter()
         ocrc.calibrate(calib)
         t_cal = time.perf_counter() - t0
@@ -210,8 +201,7 @@ def evaluate(task_name: str, settings: list[str],
         t_run = (time.perf_counter() - t0) / len(samples)
         qdq = recognize(task, ocrc.qdq_recognizer, (s.image for s in samples))
         label = (f"{method}{', equalised' if eq else ''}{f', {gptq} GPTQ weights' if gptq else ''}"
-                 f"{', bias-corrected' if bc else ''}"
-                 f"{f', first {split} layers two-term int8 weights' if split else ''}")
+                 f"{', bias-corrected' if bc else ''}")
         kind = "int8"
         if int16 != "none":
             p = ocrc.plan
@@ -260,16 +250,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     ap.add_argument("--settings", nargs="+", default=["minmax", "mse", "mse+eq"],
                     metavar="METHOD[+eq][+int16[@DB]|+int16all|+int16front@B]"
-                            "[+gptq|+gptqplain][+bc][+split@N]",
+                            "[+gptq|+gptqplain][+bc]",
                     help="activation range methods to evaluate (minmax, percentile, entropy, "
                          "mse, auto), +eq for cross-layer equalisation first, +int16@DB for "
                          "mixed precision (int16 where the all-int8 single-mode SQNR is below "
                          "DB; default 30), +int16all for every activation in int16, "
                          "+int16front@B for the earliest layers within B of extra MAC cycles, "
                          "+gptq for error-feedback (GPTQ) int8 weight rounding (centred; "
-                         "+gptqplain without centring), +bc for empirical bias correction, "
-                         "+split@N for two-term int8 weights (int16 partial sums) in the first "
-                         "N conv/dense layers (default: minmax mse mse+eq)")
+                         "+gptqplain without centring), +bc for empirical bias correction "
+                         "(default: minmax mse mse+eq)")
     ap.add_argument("--limit", type=int, help="evaluate only the first N images")
     ap.add_argument("--no-write", action="store_true", help="print only")
     args = ap.parse_args(argv)

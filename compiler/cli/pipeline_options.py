@@ -115,10 +115,6 @@ def add_quant_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--quant-gptq-plain", action="store_true",
                    help="--quant-gptq without centring (better on ddddocr; centring is what "
                         "PP-OCRv2 rec's near-cancelling kernels need)")
-    g.add_argument("--quant-split-weights", type=int, default=0, metavar="N",
-                   help="two-term int8 weights (W = W_hi + W_lo, each int8 per channel; twice "
-                        "the MACs, int16 partial sums) for the first N conv/dense layers, "
-                        "those int8 weights hurt most on PP-OCRv2 rec (default: 0)")
     g.add_argument("--quant-bias-correction", action="store_true",
                    help="shift each conv/dense int32 bias by its output's mean error on "
                         "calibration data (empirical bias correction)")
@@ -162,10 +158,6 @@ def quant_passes(graph: Graph, args: argparse.Namespace, ctx: PassContext) -> li
         eq += ",gptq=true" + (",gptq_center=false" if getattr(args, "quant_gptq_plain", False)
                               else "")
     eq += ",bias_correction=true" if getattr(args, "quant_bias_correction", False) else ""
-    split = getattr(args, "quant_split_weights", 0) or 0
-    if split < 0:
-        raise PassError(f"--quant-split-weights: expected a layer count >= 0, got {split}")
-    eq += f",split_weights={split}" if split else ""
     return build_pipeline(f"quantize{{method={args.quant_method}{eq}{_int16_options(args)}}}")
 
 

@@ -29,7 +29,6 @@ from ocrc.compiler.quant.mixed import DEFAULT_RATE, DEFAULT_THRESHOLD, parse_int
 from ocrc.compiler.quant.observers import DEFAULT_PERCENTILE, METHODS
 from ocrc.compiler.quant.quantizer import prepare, quantize_graph
 from ocrc.compiler.quant.report import quant_report
-from ocrc.compiler.quant.split_weights import split_weights
 
 log = logging.getLogger(__name__)
 REPORT_SAMPLES = 8  # calibration samples the --quant-report compares on
@@ -59,9 +58,6 @@ class Quantize(Pass):
     bias_correction: bool = False  # empirical per-channel bias correction (single mode)
     gptq: bool = False  # error-feedback (GPTQ) rounding of the int8 weights
     gptq_center: bool = True  # centred GPTQ, the mean error into the bias (compiler/quant/gptq.py)
-    # the first N conv/dense layers get two-term int8 weights, their partial sums int16
-    # (compiler/quant/split_weights.py)
-    split_weights: int = 0
     # Mixed precision (docs/quantization.md §8): none, all, auto or LAYER+LAYER; auto promotes
     # the layers whose single-mode SQNR is below int16_threshold dB, cheapest first, while the
     # MAC cycles stay within 1 + int16_budget times the all-int8 ones (costed at int16_rate).
@@ -97,7 +93,6 @@ class Quantize(Pass):
                             "not a ready calibration table")
         if self.equalize and samples is not None:
             prepared = equalize(prepared, channel_absmax(prepared, samples[:EQ_SAMPLES]))
-        prepared, split_values = split_weights(prepared, self.split_weights)
         reference = prepared  # what the report compares with (float-equivalent to g)
         if self.gptq and samples is not None:
             prepared = gptq(prepared, samples[:EQ_SAMPLES], center=self.gptq_center)
@@ -112,8 +107,7 @@ class Quantize(Pass):
         if plan.values:
             log.info("quantize: %s", plan.summary())
         ctx.options["int16_plan"] = plan
-        res = quantize_graph(prepared, table, self.method, self.percentile,
-                             sorted({*plan.values, *split_values}))
+        res = quantize_graph(prepared, table, self.method, self.percentile, plan.values)
         if self.bias_correction and samples is not None:
             res = bias_correct(prepared, res, samples[:EQ_SAMPLES])
         verify_quantized(res.graph)
