@@ -1,0 +1,88 @@
+"""The QDQ export of the integer LSTM (compiler/export_onnx.py `_qlstm_cell`): a Scan whose
+body rounds where `qlstm` rounds, so that onnxruntime's hidden states track the golden
+interpreter's codes, not a float LSTM's."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from ocrc.compiler.export_onnx import export_onnx
+from ocrc.compiler.ir import Builder, DType, Graph, TensorType, run
+from ocrc.compiler.passes import PassContext, parse_pipeline, run_passes
+from ocrc.compiler.quant import calibrate, prepare, quantize_graph
+
+T, B, I, H = 12, 2, 16, 16
+
+
+def _lstm_graph(direction: str, states: bool, seed: int = 0) -> Graph:
+    rng = np.random.default_rng(seed)
+    d = 2 if direction == "bidirectional" else 1
+
+    def f32(*shape: int, sc: float) -> np.ndarray:
+        return (rng.standard_normal(shape) * sc).astype(np.float32)
+
+    b = Builder()
+    x = b.input("x", TensorType(DType.F32, (T, B, I)))
+    ins = [x, b.const(f32(d, 4 * H, I, sc=0.3)), b.const(f32(d, 4 * H, H, sc=0.3)),
+           b.const(f32(d, 8 * H, sc=0.2))]
+    if states:
+        ins += [b.const(f32(d, B, H, sc=0.3)), b.const(f32(d, B, H, sc=0.5))]
+    y, _, _ = b.emit("lstm", ins, {"hidden_size": H, "direction": direction},
+                     out_names=("Y", "Yh", "Yc"))
+    b.output(y)
+    return b.graph
+
+
+def _samples(n: int, seed: int) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return [{"x": (rng.standard_normal((T, B, I)) * 1.5).astype(np.float32)} for _ in range(n)]
+
+
+def _codes_vs_golden(g: Graph) -> tuple[float, int]:
+    """(fraction of Y codes that differ, largest difference) between the golden model and the
+    QDQ export in onnxruntime, over 4 samples."""
+    g = prepare(g)
+    res = quantize_graph(g, calibrate(g, _samples(8, 1), progress=False))
+    sess = ort.InferenceSession(export_onnx(g, res).SerializeToString(),
+                                providers=["CPUExecutionProvider"])
+    scale = res.qparams["Y"].scale
+    diffs = []
+    for s in _samples(4, 2):
+        golden = np.rint(run(res.graph, s)["Y"] / scale)
+        qdq = np.rint(sess.run(None, s)[0] / scale)
+        assert golden.shape == qdq.shape and golden.shape[2:] == (B, H)
+        diffs.append(np.abs(golden - qdq))
+    d = np.concatenate([a.ravel() for a in diffs])
+    return float(np.mean(d > 0)), int(d.max())
+
+
+@pytest.mark.parametrize("direction,states", [("forward", False), ("reverse", True),
+                                              ("bidirectional", False),
+                                              ("bidirectional", True)])
+def test_qdq_lstm_tracks_the_golden_codes(direction: str, states: bool) -> None:
+    frac, top = _codes_vs_golden(_lstm_graph(direction, states))
+    assert frac < 1e-3 and top <= 1, (frac, top)
+
+
+def test_qdq_factored_lstm_tracks_the_golden_codes() -> None:
+    ctx = PassContext()
+    g = run_passes(_lstm_graph("bidirectional", False),
+                   parse_pipeline("lowrank{layers=Y.R:6,multiple=1}"), ctx)
+    assert [r.status for r in ctx.options["reports"]["lowrank"]] == ["split"]
+    frac, top = _codes_vs_golden(g)
+    assert frac < 1e-3 and top <= 1, (frac, top)
+
+
+def test_qdq_lstm_is_a_scan_with_int16_cell() -> None:
+    g = prepare(_lstm_graph("bidirectional", False))
+    res = quantize_graph(g, calibrate(g, _samples(4, 1), progress=False))
+    model = export_onnx(g, res)
+    ops = [n.op_type for n in model.graph.node]
+    assert "LSTM" not in ops and ops.count("Scan") == 2
+    body = next(n for n in model.graph.node if n.op_type == "Scan").attribute[0].g
+    ms = [n for n in body.node if n.domain == "com.microsoft"]
+    assert len(ms) == 2 * 8  # Q/DQ pairs: 4 gates, F c, I C~, c, tanh(c)
+    # The float model keeps ONNX's LSTM op.
+    assert "LSTM" in [n.op_type for n in export_onnx(g).graph.node]
