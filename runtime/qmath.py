@@ -231,14 +231,19 @@ def requantize16_ref(acc: np.ndarray, mult: np.ndarray | int, n: np.ndarray | in
 
 def quantize_ref(x: np.ndarray, scale: float, zp: int, lo: int = INT8_MIN,
                  hi: int = INT8_MAX) -> np.ndarray:
-    """float -> int: clamp(round_half_even(x / scale) + zp, lo, hi) (the program inputs)."""
-    q = np.rint(np.asarray(x, np.float64) / scale).astype(np.int64) + zp
-    return np.clip(q, lo, hi)
+    """float -> int: clamp(round_half_even(x / scale) + zp, lo, hi) (the program inputs), x /
+    scale in float32 as ONNX QuantizeLinear divides (onnxruntime's kernel too: on inputs on a
+    255-level grid such as (p/255 - 0.5)/0.5, x / scale lands on ties, and float64 would
+    round a fifth of them the other way)."""
+    with np.errstate(over="ignore"):  # +-inf saturates like any large value
+        r = np.clip(np.asarray(x, np.float32) / np.float32(scale), lo - zp - 1, hi - zp + 1)
+    return np.clip(np.rint(r).astype(np.int64) + zp, lo, hi)
 
 
 def dequantize_ref(q: np.ndarray, scale: float, zp: int) -> np.ndarray:
-    """int -> float32: (q - zp) * scale (the program outputs)."""
-    return ((np.asarray(q, np.int64) - zp) * scale).astype(np.float32)
+    """int -> float32: float32(q - zp) * float32(scale) (the program outputs; ONNX
+    DequantizeLinear)."""
+    return (np.asarray(q, np.int64) - zp).astype(np.float32) * np.float32(scale)
 
 
 def _pad_nchw(x: np.ndarray, pads: tuple[int, int, int, int], value: int) -> np.ndarray:
