@@ -3,10 +3,10 @@
 Float graphs become plain opset-17 ONNX (conv/dense epilogues expanded into Add and activation
 nodes). A quantised model is written as QDQ: the prepared float graph with QuantizeLinear ->
 DequantizeLinear pairs on every value the int8 graph quantises, int8 per-channel weights and
-int32 biases behind DequantizeLinear. The integer LSTM is written as its rounding steps, a
-Scan over time per direction (`_qlstm_cell`, docs/quantization.md §6), not as ONNX's float
-LSTM op, so that its hidden states match the golden model's codes; the float export keeps the
-LSTM op (a factored R, U V, multiplied back out). int16
+int32 biases behind DequantizeLinear. The integer LSTM, which has no QDQ form, is written as
+`qlstm` itself in standard ONNX ops (`_qlstm_cell`: MatMulInteger, float64 rescales, Gather
+tables, a Scan per direction; docs/quantization.md §6), so that it reads the golden model's
+codes; the float export keeps ONNX's LSTM op (a factored R, U V, multiplied back out). int16
 activations (mixed precision) are QuantizeLinear/DequantizeLinear with int16 zero points of the
 `com.microsoft` domain (onnxruntime's; the standard ops take int16 only from opset 21, and
 onnxruntime 1.31's QDQ propagation rejects opset-21 graphs with a Reshape after a
@@ -26,7 +26,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ocrc.compiler.errors import UnsupportedOpError
 from ocrc.compiler.ir.ops.qlstm import GATE_FRAC
-from ocrc.compiler.quant.qparams import ADD_FRAC
+from ocrc.runtime.qmath import ADD_FRAC_BITS as ADD_FRAC
 from ocrc.compiler.ir.graph import Graph, Node, Value
 from ocrc.compiler.quant.quantizer import QuantResult
 from ocrc.runtime.fileio import atomic_write_bytes
@@ -51,9 +51,7 @@ class _Writer:
         self.taken: set[str] = set()
         self.consts = {n.outputs[0]: n.attrs["value"] for n in g.nodes if n.op.name == "const"}
         self.counter = 0
-        # int16 QDQ (com.microsoft): int16 activations, and the LSTM cell's Q0.15 / cell values
-        self.int16 = qres is not None and (any(qp.bits == 16 for qp in qres.qparams.values())
-                                           or bool(qres.lstm))
+        self.int16 = qres is not None and any(qp.bits == 16 for qp in qres.qparams.values())
 
     def fresh(self, base: str) -> str:
         base = base or "t"
@@ -173,8 +171,9 @@ def _lstm(w: _Writer, n: Node) -> list[str]:
     if w.qres is not None and x_name in w.qres.narrowed:  # int16 input rescaled to int8
         qp = w.qres.narrowed[x_name]
         x = w.qdq(x, qp.scale, qp.zp, f"{x_name}.i8")
-    if w.qres is not None and base in w.qres.lstm:
-        return _qlstm_cell(w, n, x)
+    q = _qlstm_node(w, base)
+    if q is not None:
+        return _qlstm_cell(w, n, q, x)
     rv = n.inputs[7] if len(n.inputs) > 7 else None
     if rv is None:
         r = w.weight(n, n.inputs[2], "R")
@@ -193,129 +192,121 @@ def _lstm(w: _Writer, n: Node) -> list[str]:
                   direction=n.attr("direction"))
 
 
-def _dq_rows(w: _Writer, key: str, d: int, transpose: bool = True) -> str:
-    """Direction d of the quantised LSTM weight `key` ([D, rows, K] codes, [D, rows] scales)
-    as DequantizeLinear per row, transposed to [K, rows] for x @ W^T (a bias: [rows])."""
-    q, scale, _ = w.qres.weights[key]  # type: ignore[union-attr]
-    zp = np.zeros(scale.shape[1], q.dtype)
-    args = [w.init(q[d], f"{key}{d}"), w.init(scale[d].astype(np.float32), f"{key}{d}.scale"),
-            w.init(zp, f"{key}{d}.zp")]
-    y = w.node("DequantizeLinear", args, f"{key}{d}", axis=0)[0]
-    return w.node("Transpose", [y], f"{key}{d}", perm=[1, 0])[0] if transpose else y
+def _qlstm_node(w: _Writer, name: str) -> Node | None:
+    """The `qlstm` of the int8 graph that produces the value `name`, if any."""
+    qres = w.qres
+    if qres is None or name not in qres.qvalue:
+        return None
+    v = qres.qvalue[name]
+    return next((n for n in qres.graph.nodes if n.op.name == "qlstm" and v in n.outputs), None)
 
 
-def _qdq_axis(w: _Writer, x: str, scale: np.ndarray, zp: int, base: str,
-              dq_scale: np.ndarray | None = None) -> str:
-    """x -> int8 QuantizeLinear per column (axis 1, scales `scale`) -> DequantizeLinear (with
-    `dq_scale` instead: codes in other units)."""
-    z = w.init(np.full(scale.shape, zp, np.int8), f"{base}.zp")
-    q = w.node("QuantizeLinear", [x, w.init(scale.astype(np.float32), f"{base}.scale"), z],
-               base, axis=1)[0]
-    ds = scale if dq_scale is None else dq_scale
-    return w.node("DequantizeLinear", [q, w.init(ds.astype(np.float32), f"{base}.dqscale"), z],
-                  base, axis=1)[0]
-
-
-def _direction(w: _Writer, v: str, d: int, base: str) -> str:
-    """v[d] of a [D, ...] tensor."""
-    g = w.node("Gather", [v, w.init(np.array([d], np.int64), f"{base}.d")], base, axis=0)[0]
-    return w.node("Squeeze", [g, w.init(np.array([0], np.int64), f"{base}.axis")], base)[0]
-
-
-def _qlstm_cell(w: _Writer, n: Node, x: str) -> list[str]:
-    """The integer LSTM of docs §4 in QDQ form: per direction the input projection
-    (int8 x, W and int32 bias behind DequantizeLinear, rounded to units of s_p 2**-8) and a
-    Scan over time whose body rounds where `qlstm` rounds: the int8 gate pre-activations
-    (the half-up shift by Round/Floor), the Q0.15 gate values and tanh(c), F c, I C~ and the
-    cell on the int16 grid 2**-f, its int8 index at s_u, the int8 hidden state (and, with a
-    factored R, the int8 t = V h at s_t). ONNX's LSTM op has none of these roundings (its
-    file would drift from the golden model; docs/quantization.md §6)."""
+def _qlstm_cell(w: _Writer, n: Node, q: Node, x: str) -> list[str]:
+    """The integer LSTM `q` (docs §4) in standard ONNX ops, step for step: per direction the
+    input projection (MatMulInteger of the int8 x and W, plus the int32 bias) and its
+    rescale, and a Scan over time whose body is `lstm_steps`: MatMulInteger of the int8 h and
+    R (or V, then U with the int8 t), the rescales and the half-up shifts in float64 (exact:
+    every operand is an integer below 2**53 and every multiplier m * 2**-n a float64), the
+    gate and tanh(c) tables by Gather, the int16 cell and the int8 h. It reads the golden
+    model's codes, not a float LSTM's (ONNX's LSTM op has none of these roundings; the
+    unquantised export keeps it)."""
     qres = w.qres
     assert qres is not None
     base = n.outputs[0].name
-    sc = qres.lstm[base]
+    a = q.all_attrs
+    cv = [qres.graph.const_value(v) if v is not None else None for v in q.inputs]
+    wq, rq, bias, xm, xsh, hm, hsh, tables = cv[1:9]
+    h0q, c0q, rv, vm, vsh = (cv + [None] * 14)[9:14]
+    hs, zx, zh = a["hidden_size"], a["x_zp"], a["h_zp"]
+    d_n, bs = wq.shape[0], q.inputs[0].type.shape[1]  # type: ignore[union-attr]
+    x_name = n.inputs[0].name  # type: ignore[union-attr]
+    qpx = qres.narrowed.get(x_name) or qres.qparams[x_name]
     qph = qres.qparams[base]
-    hs, direction = n.attr("hidden_size"), n.attr("direction")
-    factored = sc.st is not None
-    d_n = sc.sp.shape[0]
-    bs = n.inputs[0].type.shape[1]  # type: ignore[union-attr]
-    h0_v, c0_v = (list(n.inputs) + [None] * 6)[4:6]
+    f64, i8 = TensorProto.DOUBLE, TensorProto.INT8
+
+    def c64(arr: Any, tag: str) -> str:
+        return w.init(np.asarray(arr, np.float64), tag)
+
+    def mrs(v: str, mult: Any, shift: Any, tag: str) -> str:
+        """mul_round_shift of the integer-valued float64 v: floor(v * m 2**-n + 1/2)."""
+        m = np.asarray(mult, np.float64) * np.exp2(-np.asarray(shift, np.float64))
+        return w.node("Floor", [w.node("Add", [w.node("Mul", [v, c64(m, f"{tag}.m")], tag)[0],
+                                               half], tag)[0]], tag)[0]
+
+    def clip(v: str, lo: int, hi: int, tag: str) -> str:
+        return w.node("Clip", [v, c64(lo, f"{tag}.lo"), c64(hi, f"{tag}.hi")], tag)[0]
+
+    def to(v: str, dtype: int, tag: str) -> str:
+        return w.node("Cast", [v], tag, to=dtype)[0]
+
+    half = c64(0.5, f"{base}.half")
+    xq = w.node("QuantizeLinear", [x, w.init(np.array(qpx.scale, np.float32), f"{base}.xs"),
+                                   w.init(np.array(zx, np.int8), f"{base}.xzp")], base)[0]
+    gate_base = np.repeat(np.arange(4) * 256 + 128, hs).astype(np.float64)  # Gather offsets
     ys, hns, cns = [], [], []
-    one = w.init(np.array(2.0**-GATE_FRAC, np.float32), f"{base}.q15")
-    half = w.init(np.array(2.0**(ADD_FRAC - 1), np.float32), f"{base}.half")
-    inv = w.init(np.array(2.0**-ADD_FRAC, np.float32), f"{base}.inv")
-    z16 = w.init(np.array(0, np.int16), f"{base}.z16")
-
-    def q16(v: str, s: str, b: str) -> str:
-        q = w.node("QuantizeLinear", [v, s, z16], b, domain=MS_DOMAIN)[0]
-        return w.node("DequantizeLinear", [q, s, z16], b, domain=MS_DOMAIN)[0]
-
     for d in range(d_n):
         tag = f"{base}.d{d}"
-        wt, bias = _dq_rows(w, f"{base}.W", d), _dq_rows(w, f"{base}.B", d, transpose=False)
-        xw = w.node("Add", [w.node("MatMul", [x, wt], tag)[0], bias], tag)[0]  # [T, B, 4H]
-        sp_row = np.repeat(sc.sp[d], hs)
-        kp = w.init((2.0**ADD_FRAC / sp_row).astype(np.float32), f"{tag}.kp")
-        xw = w.node("Round", [w.node("Mul", [xw, kp], tag)[0]], tag)[0]  # tx, all steps
-        if factored:
-            vt, ut = _dq_rows(w, f"{base}.V", d), _dq_rows(w, f"{base}.U", d)
-        else:
-            rt = _dq_rows(w, f"{base}.R", d)
-        cell = w.init(np.array(2.0**-sc.frac[d], np.float32), f"{tag}.cell")
-        if h0_v is not None:
-            h0 = w.qdq(_direction(w, w.ref(h0_v), d, tag), qph.scale, qph.zp, f"{tag}.h0")
-        else:
-            h0 = w.init(np.zeros((bs, hs), np.float32), f"{tag}.h0")
-        if c0_v is not None:
-            c0 = q16(_direction(w, w.ref(c0_v), d, tag), cell, f"{tag}.c0")
-        else:
-            c0 = w.init(np.zeros((bs, hs), np.float32), f"{tag}.c0")
+        ax = w.node("MatMulInteger", [xq, w.init(np.ascontiguousarray(wq[d].T), f"{tag}.W"),
+                                      w.init(np.array(zx, np.int8), f"{tag}.xzp")], tag)[0]
+        ax = w.node("Add", [to(ax, f64, tag), c64(bias[d], f"{tag}.bias")], tag)[0]
+        tx = mrs(ax, xm[d], xsh[d], f"{tag}.x")  # [T, B, 4H]
+        h0 = w.init(h0q[d] if h0q is not None else np.full((bs, hs), zh, np.int8), f"{tag}.h0")
+        c0 = c64(c0q[d] if c0q is not None else np.zeros((bs, hs)), f"{tag}.c0")
         outer, w.nodes = w.nodes, []
-        h, c, xt = (w.fresh(f"{tag}.{k}") for k in ("h", "c", "xw_t"))
-        if factored:
-            assert sc.st is not None
-            vh = w.node("MatMul", [h, vt], f"{tag}.vh")[0]
-            t = _qdq_axis(w, vh, sc.st[d], 0, f"{tag}.t", dq_scale=np.ones(sc.st.shape[1]))
-            ah = w.node("MatMul", [t, ut], tag)[0]
+        h, c, xt = (w.fresh(f"{tag}.{k}") for k in ("h", "c", "tx"))
+        hz = w.init(np.array(zh, np.int8), f"{tag}.hzp")
+        if rv is not None:  # t = requantize(V (h - zh)) int8, then U t
+            vh = w.node("MatMulInteger", [h, w.init(np.ascontiguousarray(rv[d].T), f"{tag}.V"),
+                                          hz], tag)[0]
+            t = to(clip(mrs(to(vh, f64, tag), vm[d], vsh[d], f"{tag}.t"), -128, 127, tag), i8,
+                   tag)
+            ah = w.node("MatMulInteger", [t, w.init(np.ascontiguousarray(rq[d].T), f"{tag}.U")],
+                        tag)[0]
         else:
-            ah = w.node("MatMul", [h, rt], tag)[0]
-        # p = (tx + th + 128) >> 8, tx and th the projections in units of s_p / 2**8:
-        # rounded half up as qlstm rounds (QuantizeLinear would round ties to even, and the
-        # ties of this shift are 1 in 256), then saturated to int8 by a unit-scale Q/DQ.
-        th = w.node("Round", [w.node("Mul", [ah, kp], tag)[0]], tag)[0]
-        acc = w.node("Add", [w.node("Add", [xt, th], tag)[0], half], tag)[0]
-        shifted = w.node("Floor", [w.node("Mul", [acc, inv], tag)[0]], tag)[0]
-        p = _qdq_axis(w, shifted, np.ones(4 * hs), 0, f"{tag}.p", dq_scale=sp_row)
-        pi, po, pf, pc = w.node("Split", [p], f"{tag}.gates", n_out=4, axis=1)
-        gi, go, gf = (q16(w.node("Sigmoid", [v], tag)[0], one, f"{tag}.g")
-                      for v in (pi, po, pf))
-        gc = q16(w.node("Tanh", [pc], tag)[0], one, f"{tag}.g")
-        # F c and I C~ each rounded to the cell's grid, as qlstm rounds them; their sum
-        # saturates
-        fc, ic = (q16(w.node("Mul", [a, b], tag)[0], cell, f"{tag}.c") for a, b in
-                  ((gf, c), (gi, gc)))
-        c_new = q16(w.node("Add", [fc, ic], tag)[0], cell, f"{tag}.c")
-        u = w.qdq(c_new, float(sc.su[d]), 0, f"{tag}.u")
-        tu = q16(w.node("Tanh", [u], tag)[0], one, f"{tag}.tanh_c")
-        h_new = w.qdq(w.node("Mul", [go, tu], tag)[0], qph.scale, qph.zp, f"{tag}.h")
+            ah = w.node("MatMulInteger", [h, w.init(np.ascontiguousarray(rq[d].T), f"{tag}.R"),
+                                          hz], tag)[0]
+        th = mrs(to(ah, f64, tag), hm[d], hsh[d], f"{tag}.h")
+        p = clip(mrs(w.node("Add", [xt, th], tag)[0], 1, ADD_FRAC, f"{tag}.p"), -128, 127, tag)
+        idx = to(w.node("Add", [p, c64(gate_base, f"{tag}.gidx")], tag)[0], TensorProto.INT64,
+                 tag)
+        g = w.node("Gather", [c64(tables[d, :4].reshape(-1), f"{tag}.tables"), idx], tag,
+                   axis=0)[0]
+        gi, go, gf, gc = w.node("Split", [g], f"{tag}.gates", n_out=4, axis=1)
+        frac = a["cell_frac"][d]
+        fc, ic = (clip(mrs(w.node("Mul", [u_, v_], tag)[0], 1, k, f"{tag}.{nm}"), -32768, 32767,
+                       tag) for u_, v_, k, nm in ((gf, c, GATE_FRAC, "fc"),
+                                                  (gi, gc, 2 * GATE_FRAC - frac, "ic")))
+        c_new = clip(w.node("Add", [fc, ic], tag)[0], -32768, 32767, f"{tag}.c")
+        u = clip(mrs(c_new, a["cell_mult"][d], a["cell_shift"][d], f"{tag}.u"), -128, 127, tag)
+        uidx = to(w.node("Add", [u, c64(128.0, f"{tag}.uoff")], tag)[0], TensorProto.INT64, tag)
+        tu = w.node("Gather", [c64(tables[d, 4], f"{tag}.tanh"), uidx], tag, axis=0)[0]
+        hv = mrs(w.node("Mul", [go, tu], tag)[0], a["out_mult"][d], a["out_shift"][d],
+                 f"{tag}.o")
+        h_new = to(clip(w.node("Add", [hv, c64(zh, f"{tag}.zh")], tag)[0], -128, 127, tag), i8,
+                   tag)
         y_t = w.node("Identity", [h_new], f"{tag}.y")[0]
         body_nodes, w.nodes = w.nodes, outer
-        f32 = TensorProto.FLOAT
         body = helper.make_graph(
             body_nodes, f"{tag}.step",
-            [helper.make_tensor_value_info(h, f32, [bs, hs]),
-             helper.make_tensor_value_info(c, f32, [bs, hs]),
-             helper.make_tensor_value_info(xt, f32, [bs, 4 * hs])],
-            [helper.make_tensor_value_info(v, f32, [bs, hs]) for v in (h_new, c_new, y_t)])
-        rev = int(direction == "reverse" or d == 1)
-        hn, cn, y = w.node("Scan", [h0, c0, xw], tag, n_out=3, body=body, num_scan_inputs=1,
+            [helper.make_tensor_value_info(h, i8, [bs, hs]),
+             helper.make_tensor_value_info(c, f64, [bs, hs]),
+             helper.make_tensor_value_info(xt, f64, [bs, 4 * hs])],
+            [helper.make_tensor_value_info(v, t_, [bs, hs])
+             for v, t_ in ((h_new, i8), (c_new, f64), (y_t, i8))])
+        rev = int(a["direction"] == "reverse" or d == 1)
+        hn, cn, y = w.node("Scan", [h0, c0, tx], tag, n_out=3, body=body, num_scan_inputs=1,
                            scan_input_directions=[rev], scan_output_directions=[rev])
-        ax1, ax0 = (w.init(np.array([a], np.int64), f"{tag}.axis") for a in (1, 0))
+        ax1, ax0 = (w.init(np.array([k], np.int64), f"{tag}.axis") for k in (1, 0))
         ys.append(w.node("Unsqueeze", [y, ax1], tag)[0])  # [T, 1, B, H]
         hns.append(w.node("Unsqueeze", [hn, ax0], tag)[0])
-        cns.append(w.node("Unsqueeze", [cn, ax0], tag)[0])
-    return [w.node("Concat", v, base, axis=a)[0] if len(v) > 1 else v[0]
-            for v, a in ((ys, 1), (hns, 0), (cns, 0))]
+        cell = to(w.node("Mul", [cn, c64(2.0**-frac, f"{tag}.cscale")], tag)[0],
+                  TensorProto.FLOAT, tag)
+        cns.append(w.node("Unsqueeze", [cell, ax0], tag)[0])
+    sh = w.init(np.array(qph.scale, np.float32), f"{base}.hs")
+    zp = w.init(np.array(zh, np.int8), f"{base}.hzp")
+    outs = [w.node("Concat", v, base, axis=k)[0] if len(v) > 1 else v[0]
+            for v, k in ((ys, 1), (hns, 0), (cns, 0))]
+    return [w.node("DequantizeLinear", [o, sh, zp], base)[0] for o in outs[:2]] + outs[2:]
 
 
 def _shape_op(op: str, key: str) -> Callable[[_Writer, Node], list[str]]:

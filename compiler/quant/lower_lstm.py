@@ -13,7 +13,6 @@ h_mult/h_shift, like R h).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -33,18 +32,6 @@ SIGMOID_RANGE = 8.0  # beyond +-8 sigmoid is within 2**-11 of 0 or 1
 TANH_RANGE = 4.0  # beyond +-4 tanh is within 2**-10 of +-1
 CELL_MARGIN = 1.5  # headroom of the int16 cell format over the calibrated max |c|
 MIN_RANGE = 1e-3
-
-
-@dataclass(frozen=True)
-class LstmScales:
-    """The real scales inside one `qlstm` (docs §4), for the QDQ export's LSTM cell: per
-    direction the four gate pre-activation scales s_p [D, 4], the cell index scale s_u [D], the
-    cell's fraction bits f [D] and, with a factored R, the scales s_t [D, k] of t = V h."""
-
-    sp: np.ndarray
-    su: np.ndarray
-    frac: tuple[int, ...]
-    st: np.ndarray | None = None
 
 
 def cell_frac(cell_absmax: float) -> int:
@@ -84,19 +71,16 @@ def emit_qlstm(st: _Q, n: Node) -> None:
     xm, xs, hm, hsh = (np.zeros((d_n, 4 * hs), np.int32) for _ in range(4))
     tables = np.zeros((d_n, N_TABLES, 256), np.int16)
     fracs, cm, cs, om, osh = [], [], [], [], []
-    sps, sus = np.zeros((d_n, 4)), np.zeros(d_n)
     sws, srs = np.zeros((d_n, 4 * hs)), np.zeros((d_n, 4 * hs))
     if v is not None:
         vq = np.zeros(v.shape, np.int8)
         vm, vsh = (np.zeros(v.shape[:2], np.int32) for _ in range(2))
         svs = np.zeros(v.shape[:2])
-        sts = np.zeros(v.shape[:2])
     for d in range(d_n):
         wq[d], sw = quantize_weights(w[d], axis=0)
         if v is not None:
             assert stats.vh_absmax is not None
             st_ = np.maximum(stats.vh_absmax[d], MIN_RANGE) / 127  # scale of t = V h, per row
-            sts[d] = st_
             vq[d], svs[d] = quantize_weights(v[d], axis=0)
             vm[d], vsh[d] = multipliers(qph.scale * svs[d] / st_, where)
             rq[d], sr = quantize_weights(r[d] * st_[None, :], axis=0)  # U diag(s_t): t unitless
@@ -110,7 +94,6 @@ def emit_qlstm(st: _Q, n: Node) -> None:
         caps = (SIGMOID_RANGE,) * 3 + (TANH_RANGE,)
         sp = np.array([max(min(stats.gate_absmax[d, k], caps[k]), MIN_RANGE) / 127
                        for k in range(4)])
-        sps[d] = sp
         sp_row = np.repeat(sp, hs)
         xm[d], xs[d] = multipliers(qpx.scale * sw / sp_row * 2**ADD_FRAC, where)
         hm[d], hsh[d] = multipliers(r_in * sr / sp_row * 2**ADD_FRAC, where)
@@ -119,7 +102,6 @@ def emit_qlstm(st: _Q, n: Node) -> None:
         tables[d, 3] = gate_table(np.tanh, sp[3])
         su = max(min(stats.cell_absmax[d], TANH_RANGE), MIN_RANGE) / 127
         tables[d, 4] = gate_table(np.tanh, su)
-        sus[d] = su
         f = cell_frac(stats.cell_absmax[d])
         fracs.append(f)
         m, s = multiplier(2.0**-f / su, where)
@@ -129,8 +111,6 @@ def emit_qlstm(st: _Q, n: Node) -> None:
         om.append(m)
         osh.append(s)
     st.res.weights[f"{y_v.name}.W"] = (wq, sws, 1)
-    st.res.weights[f"{y_v.name}.B"] = (bias, qpx.scale * sws, 1)
-    st.res.lstm[y_v.name] = LstmScales(sps, sus, tuple(fracs), sts if v is not None else None)
     if v is None:
         st.res.weights[f"{y_v.name}.R"] = (rq, srs, 1)
     else:  # U in units of t (its scales include s_t); V per row

@@ -21,7 +21,7 @@ from ocrc.compiler.ir.ops.quant import MAX_K
 from ocrc.runtime import qmath
 from ocrc.compiler.quant.calibrate import CalibTable
 from ocrc.compiler.quant.decompose import PATTERNS as DECOMPOSE
-from ocrc.compiler.quant.lower_lstm import LstmScales, emit_qlstm
+from ocrc.compiler.quant.lower_lstm import emit_qlstm
 from ocrc.compiler.quant.tables import chain_fns, channel_chains, flat_clip, unary_fn
 from ocrc.compiler.quant.qparams import (QParams, QuantizeError, build_lut,
                                          multiplier, multipliers, qparams_from_range,
@@ -53,7 +53,6 @@ class QuantResult:
     # int16 values narrowed to int8 for an op without an int16 form (the LSTM input)
     narrowed: dict[str, QParams] = field(default_factory=dict)
     methods: dict[str, str] = field(default_factory=dict)  # range method per value (auto)
-    lstm: dict[str, LstmScales] = field(default_factory=dict)  # qlstm internals, by Y's name
 
 
 # --- prepare ---------------------------------------------------------------------------------
