@@ -4,14 +4,20 @@ time), so that onnxruntime reads the golden interpreter's hidden codes, not a fl
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 
+from ocrc.compiler.cli import main
 from ocrc.compiler.export_onnx import export_onnx
 from ocrc.compiler.ir import Builder, DType, Graph, TensorType, run
+from ocrc.compiler.ir.irfile import load_ir
 from ocrc.compiler.passes import PassContext, parse_pipeline, run_passes
 from ocrc.compiler.quant import calibrate, prepare, quantize_graph
+from ocrc.frontend.demo import build_demo_crnn
 
 T, B, I, H = 12, 2, 16, 16
 
@@ -86,3 +92,28 @@ def test_qdq_lstm_is_an_integer_scan() -> None:
     assert body_ops.count("MatMulInteger") == 1 and body_ops.count("Gather") == 2
     # The float model keeps ONNX's LSTM op.
     assert "LSTM" in [n.op_type for n in export_onnx(g).graph.node]
+
+
+def test_cli_qdq_export_of_the_demo_crnn_reads_the_golden_codes(tmp_path: Path) -> None:
+    """`ocrc compile -t onnx --quant int8` and `-t ir` of the same model and calibration: the
+    QDQ file in onnxruntime and the golden interpreter of the int8 IR give the same logits'
+    argmax (the backbone's QDQ convs round in float, so the logits may differ in a code)."""
+    onnx.save(build_demo_crnn(width=32), tmp_path / "demo.onnx")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "calib.npz", **{f"s{i}": rng.random((1, 1, 32, 32)).astype(np.float32)
+                                        for i in range(4)})
+    base = ["compile", str(tmp_path / "demo.onnx"), "--quant", "int8", "--calib",
+            str(tmp_path / "calib.npz")]
+    assert main(base + ["-t", "onnx", "-o", str(tmp_path / "q.onnx")]) == 0
+    assert main(base + ["-t", "ir", "-o", str(tmp_path / "q.ir")]) == 0
+    model = onnx.load(str(tmp_path / "q.onnx"))
+    assert "Scan" in [n.op_type for n in model.graph.node]
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    golden = load_ir(tmp_path / "q.ir")
+    name = golden.inputs[0].name
+    for _ in range(3):
+        x = rng.random((1, 1, 32, 32)).astype(np.float32)
+        want = next(iter(run(golden, {name: x}).values()))
+        got = sess.run(None, {name: x})[0]
+        assert got.shape == want.shape
+        np.testing.assert_array_equal(got.argmax(-1), want.argmax(-1))
