@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import onnx
 
 from ocrc.compiler.ir import Builder, DType, Graph, TensorType
+from ocrc.frontend.demo import build_demo_crnn
 
 HIDDEN = 6
 
@@ -46,3 +50,14 @@ def demo_graph(seed: int = 0) -> Graph:
 def demo_samples(n: int, seed: int = 1) -> list[dict[str, np.ndarray]]:
     rng = np.random.default_rng(seed)
     return [{"x": rng.random((1, 3, 8, 16)).astype(np.float32)} for _ in range(n)]
+
+
+def demo_crnn_compile_args(tmp_path: Path, n_calib: int) -> list[str]:
+    """`ocrc compile` arguments for the bundled demo CRNN (width 32) saved in tmp_path, int8
+    with a seeded calibration .npz of n_calib samples."""
+    onnx.save(build_demo_crnn(width=32), tmp_path / "demo.onnx")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "calib.npz", **{f"s{i}": rng.random((1, 1, 32, 32)).astype(np.float32)
+                                        for i in range(n_calib)})
+    return ["compile", str(tmp_path / "demo.onnx"), "--quant", "int8", "--calib",
+            str(tmp_path / "calib.npz")]

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
 
@@ -24,10 +23,9 @@ from ocrc.compiler.ir import Builder, DType, TensorType, parse_graph, print_grap
 from ocrc.compiler.quant import CalibTable, QuantizeError, calibrate, prepare, quantize_graph
 from ocrc.compiler.quant.checks import verify_quantized
 from ocrc.compiler.quant.mixed import Int16Plan, quantize_mixed, select_int16
-from ocrc.frontend.demo import build_demo_crnn
 from ocrc.runtime.program import load_program
 from ocrc.runtime.target import load_target
-from tests.quant.helpers import demo_graph, demo_samples
+from tests.quant.helpers import demo_crnn_compile_args, demo_graph, demo_samples
 
 HERE = Path(__file__).parent
 
@@ -184,12 +182,8 @@ def test_method_auto_chooses_per_value(calibrated) -> None:  # type: ignore
 
 
 def test_cli_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    onnx.save(build_demo_crnn(width=32), tmp_path / "demo.onnx")
+    base = demo_crnn_compile_args(tmp_path, 3)
     rng = np.random.default_rng(0)
-    np.savez(tmp_path / "calib.npz", **{f"s{i}": rng.random((1, 1, 32, 32)).astype(np.float32)
-                                        for i in range(3)})
-    base = ["compile", str(tmp_path / "demo.onnx"), "--quant", "int8", "--calib",
-            str(tmp_path / "calib.npz")]
     assert main(base + ["--quant-int16", "all", "-o", str(tmp_path / "m.ir")]) == 0
     err = capsys.readouterr().err
     assert "mixed precision:" in err and "MAC cycles" in err

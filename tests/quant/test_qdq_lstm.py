@@ -17,7 +17,7 @@ from ocrc.compiler.ir import Builder, DType, Graph, TensorType, run
 from ocrc.compiler.ir.irfile import load_ir
 from ocrc.compiler.passes import PassContext, parse_pipeline, run_passes
 from ocrc.compiler.quant import calibrate, prepare, quantize_graph
-from ocrc.frontend.demo import build_demo_crnn
+from tests.quant.helpers import demo_crnn_compile_args
 
 T, B, I, H = 12, 2, 16, 16
 
@@ -98,12 +98,8 @@ def test_cli_qdq_export_of_the_demo_crnn_reads_the_golden_codes(tmp_path: Path) 
     """`ocrc compile -t onnx --quant int8` and `-t ir` of the same model and calibration: the
     QDQ file in onnxruntime and the golden interpreter of the int8 IR give the same logits'
     argmax (the backbone's QDQ convs round in float, so the logits may differ in a code)."""
-    onnx.save(build_demo_crnn(width=32), tmp_path / "demo.onnx")
-    rng = np.random.default_rng(0)
-    np.savez(tmp_path / "calib.npz", **{f"s{i}": rng.random((1, 1, 32, 32)).astype(np.float32)
-                                        for i in range(4)})
-    base = ["compile", str(tmp_path / "demo.onnx"), "--quant", "int8", "--calib",
-            str(tmp_path / "calib.npz")]
+    base = demo_crnn_compile_args(tmp_path, 4)
+    rng = np.random.default_rng(1)
     assert main(base + ["-t", "onnx", "-o", str(tmp_path / "q.onnx")]) == 0
     assert main(base + ["-t", "ir", "-o", str(tmp_path / "q.ir")]) == 0
     model = onnx.load(str(tmp_path / "q.onnx"))
