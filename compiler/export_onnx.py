@@ -25,11 +25,11 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ocrc.compiler.errors import UnsupportedOpError
-from ocrc.compiler.ir.ops.qlstm import GATE_FRAC
-from ocrc.runtime.qmath import ADD_FRAC_BITS as ADD_FRAC
 from ocrc.compiler.ir.graph import Graph, Node, Value
+from ocrc.compiler.ir.ops.qlstm import GATE_FRAC
 from ocrc.compiler.quant.quantizer import QuantResult
 from ocrc.runtime.fileio import atomic_write_bytes
+from ocrc.runtime.qmath import ADD_FRAC_BITS as ADD_FRAC
 
 OPSET = 17
 MS_DOMAIN = "com.microsoft"  # onnxruntime's contrib QuantizeLinear/DequantizeLinear (int16)
@@ -205,9 +205,10 @@ def _qlstm_cell(w: _Writer, n: Node, q: Node, x: str) -> list[str]:
     """The integer LSTM `q` (docs §4) in standard ONNX ops, step for step: per direction the
     input projection (MatMulInteger of the int8 x and W, plus the int32 bias) and its
     rescale, and a Scan over time whose body is `lstm_steps`: MatMulInteger of the int8 h and
-    R (or V, then U with the int8 t), the rescales and the half-up shifts in float64 (exact:
-    every operand is an integer below 2**53 and every multiplier m * 2**-n a float64), the
-    gate and tanh(c) tables by Gather, the int16 cell and the int8 h. It reads the golden
+    R (or V, then U with the int8 t), the rescales and the half-up shifts in float64 (the
+    operands are integers, m * 2**-n is a float64, and the product's rounding, under 2**-53 of
+    it, could move a result only within ~2**-45 of a rounding boundary), the gate and tanh(c)
+    tables by Gather, the int16 cell and the int8 h. It reads the golden
     model's codes, not a float LSTM's (ONNX's LSTM op has none of these roundings; the
     unquantised export keeps it)."""
     qres = w.qres
