@@ -242,7 +242,7 @@ def _qlstm_cell(w: _Writer, n: Node, q: Node, x: str) -> list[str]:
 
     half = c64(0.5, f"{base}.half")
     xq = w.node("QuantizeLinear", [x, w.init(np.array(qpx.scale, np.float32), f"{base}.xs"),
-                                   w.init(np.array(zx, np.int8), f"{base}.xzp")], base)[0]
+                                   w.init(np.array(zx, np.int8), f"{base}.xzp")], f"{base}.x")[0]
     gate_base = np.repeat(np.arange(4) * 256 + 128, hs).astype(np.float64)  # Gather offsets
     ys, hns, cns = [], [], []
     for d in range(d_n):

@@ -17,7 +17,7 @@ from ocrc.compiler.ir import Builder, DType, Graph, TensorType, run
 from ocrc.compiler.ir.irfile import load_ir
 from ocrc.compiler.passes import PassContext, parse_pipeline, run_passes
 from ocrc.compiler.quant import calibrate, prepare, quantize_graph
-from tests.quant.helpers import demo_crnn_compile_args
+from tests.quant.helpers import demo_crnn_compile_args, demo_graph, demo_samples
 
 T, B, I, H = 12, 2, 16, 16
 
@@ -118,3 +118,17 @@ def test_cli_qdq_export_of_the_demo_crnn_reads_the_golden_codes(tmp_path: Path) 
         got = sess.run(None, {name: x})[0]
         assert got.shape == want.shape
         np.testing.assert_array_equal(got.argmax(-1), want.argmax(-1))
+
+
+def test_drift_report_compares_every_named_value(quantized_demo) -> None:  # type: ignore
+    """benchmarks/qdq_drift.py on the demo graph: the input codes match (float32 division, as
+    QuantizeLinear), the LSTM's output is compared and matches, values come in graph order."""
+    from benchmarks.qdq_drift import qdq_drift
+
+    g = prepare(demo_graph())
+    sample = demo_samples(1, seed=5)[0]
+    drift = qdq_drift(g, quantized_demo, sample)
+    names = [d.value for d in drift]
+    assert names[0] == "x" and drift[0].frac == 0.0
+    assert "Y" in names and "logits" in names and names.index("Y") < names.index("logits")
+    assert all(0.0 <= d.frac <= 1.0 and d.top >= 0 for d in drift)
