@@ -10,6 +10,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ocrc.compiler.cli import main
 from ocrc.compiler.export_onnx import export_onnx
@@ -132,3 +134,36 @@ def test_drift_report_compares_every_named_value(quantized_demo) -> None:  # typ
     assert names[0] == "x" and drift[0].frac == 0.0
     assert "Y" in names and "logits" in names and names.index("Y") < names.index("logits")
     assert all(0.0 <= d.frac <= 1.0 and d.top >= 0 for d in drift)
+
+
+@settings(max_examples=12, deadline=None, derandomize=True)
+@given(t=st.integers(1, 5), b=st.integers(1, 3), i=st.integers(1, 12), h=st.integers(1, 9),
+       direction=st.sampled_from(["forward", "reverse", "bidirectional"]), states=st.booleans(),
+       seed=st.integers(0, 1000))
+def test_qdq_lstm_matches_the_golden_codes_for_any_shape(t: int, b: int, i: int, h: int,
+                                                          direction: str, states: bool,
+                                                          seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    d = 2 if direction == "bidirectional" else 1
+
+    def f32(*shape: int, sc: float) -> np.ndarray:
+        return (rng.standard_normal(shape) * sc).astype(np.float32)
+
+    bld = Builder()
+    x = bld.input("x", TensorType(DType.F32, (t, b, i)))
+    ins = [x, bld.const(f32(d, 4 * h, i, sc=0.5)), bld.const(f32(d, 4 * h, h, sc=0.5)),
+           bld.const(f32(d, 8 * h, sc=0.3))]
+    if states:
+        ins += [bld.const(f32(d, b, h, sc=0.3)), bld.const(f32(d, b, h, sc=0.5))]
+    y, _, _ = bld.emit("lstm", ins, {"hidden_size": h, "direction": direction},
+                       out_names=("Y", "Yh", "Yc"))
+    bld.output(y)
+    g = prepare(bld.graph)
+    samples = [{"x": f32(t, b, i, sc=1.5)} for _ in range(4)]
+    res = quantize_graph(g, calibrate(g, samples[:3], progress=False))
+    sess = ort.InferenceSession(export_onnx(g, res).SerializeToString(),
+                                providers=["CPUExecutionProvider"])
+    scale = res.qparams["Y"].scale
+    for s in samples:
+        np.testing.assert_array_equal(np.rint(sess.run(None, s)[0] / scale),
+                                      np.rint(run(res.graph, s)["Y"] / scale))
