@@ -24,7 +24,10 @@ from tests.quant.helpers import demo_crnn_compile_args, demo_graph, demo_samples
 T, B, I, H = 12, 2, 16, 16
 
 
-def _lstm_graph(direction: str, states: bool, seed: int = 0) -> Graph:
+def _lstm_graph(direction: str, states: bool, seed: int = 0,
+                dims: tuple[int, int, int, int] = (T, B, I, H), sc: float = 0.3) -> Graph:
+    """An LSTM of seeded weights on x [t, b, i], hidden size h (dims); initial states too."""
+    t, b_, i, h = dims
     rng = np.random.default_rng(seed)
     d = 2 if direction == "bidirectional" else 1
 
@@ -32,12 +35,12 @@ def _lstm_graph(direction: str, states: bool, seed: int = 0) -> Graph:
         return (rng.standard_normal(shape) * sc).astype(np.float32)
 
     b = Builder()
-    x = b.input("x", TensorType(DType.F32, (T, B, I)))
-    ins = [x, b.const(f32(d, 4 * H, I, sc=0.3)), b.const(f32(d, 4 * H, H, sc=0.3)),
-           b.const(f32(d, 8 * H, sc=0.2))]
+    x = b.input("x", TensorType(DType.F32, (t, b_, i)))
+    ins = [x, b.const(f32(d, 4 * h, i, sc=sc)), b.const(f32(d, 4 * h, h, sc=sc)),
+           b.const(f32(d, 8 * h, sc=0.2))]
     if states:
-        ins += [b.const(f32(d, B, H, sc=0.3)), b.const(f32(d, B, H, sc=0.5))]
-    y, _, _ = b.emit("lstm", ins, {"hidden_size": H, "direction": direction},
+        ins += [b.const(f32(d, b_, h, sc=0.3)), b.const(f32(d, b_, h, sc=0.5))]
+    y, _, _ = b.emit("lstm", ins, {"hidden_size": h, "direction": direction},
                      out_names=("Y", "Yh", "Yc"))
     b.output(y)
     return b.graph
@@ -143,23 +146,10 @@ def test_drift_report_compares_every_named_value(quantized_demo) -> None:  # typ
 def test_qdq_lstm_matches_the_golden_codes_for_any_shape(t: int, b: int, i: int, h: int,
                                                           direction: str, states: bool,
                                                           seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    d = 2 if direction == "bidirectional" else 1
-
-    def f32(*shape: int, sc: float) -> np.ndarray:
-        return (rng.standard_normal(shape) * sc).astype(np.float32)
-
-    bld = Builder()
-    x = bld.input("x", TensorType(DType.F32, (t, b, i)))
-    ins = [x, bld.const(f32(d, 4 * h, i, sc=0.5)), bld.const(f32(d, 4 * h, h, sc=0.5)),
-           bld.const(f32(d, 8 * h, sc=0.3))]
-    if states:
-        ins += [bld.const(f32(d, b, h, sc=0.3)), bld.const(f32(d, b, h, sc=0.5))]
-    y, _, _ = bld.emit("lstm", ins, {"hidden_size": h, "direction": direction},
-                       out_names=("Y", "Yh", "Yc"))
-    bld.output(y)
-    g = prepare(bld.graph)
-    samples = [{"x": f32(t, b, i, sc=1.5)} for _ in range(4)]
+    g = prepare(_lstm_graph(direction, states, seed, (t, b, i, h), sc=0.5))
+    rng = np.random.default_rng(seed + 1)
+    samples = [{"x": (rng.standard_normal((t, b, i)) * 1.5).astype(np.float32)}
+               for _ in range(4)]
     res = quantize_graph(g, calibrate(g, samples[:3], progress=False))
     sess = ort.InferenceSession(export_onnx(g, res).SerializeToString(),
                                 providers=["CPUExecutionProvider"])
