@@ -57,24 +57,17 @@ def qdq_drift(g: Graph, res: QuantResult, inputs: Mapping[str, np.ndarray]) -> l
         model.graph.output.append(onnx.helper.make_tensor_value_info(name, dtype, None))
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     got = dict(zip((name for name, _ in qouts.values()), sess.run(None, dict(inputs))))
-    golden: dict[str, tuple[str, np.ndarray]] = {}
+    out = []
 
-    def hook(node, outs):  # type: ignore[no-untyped-def]
+    def hook(node, outs):  # type: ignore[no-untyped-def]  # the interpreter runs in order
         for v, a in zip(node.outputs, outs):
-            golden[v.name] = (node.op.name, a)
+            b = got[qouts[v.name][0]] if v.name in qouts else None
+            if b is not None and a.shape == b.shape:
+                d = np.abs(a.astype(np.int64) - b.astype(np.int64))
+                out.append(Drift(v.name, node.op.name, float(np.mean(d > 0)),
+                                 int(d.max(initial=0))))
 
     run(res.graph, dict(inputs), hook)
-    out = []
-    for n in res.graph.nodes:
-        for v in n.outputs:
-            if v.name not in qouts or v.name not in golden:
-                continue
-            op, a = golden[v.name]
-            b = got[qouts[v.name][0]]
-            if a.shape != b.shape:
-                continue
-            d = np.abs(a.astype(np.int64) - b.astype(np.int64))
-            out.append(Drift(v.name, op, float(np.mean(d > 0)), int(d.max(initial=0))))
     return out
 
 
