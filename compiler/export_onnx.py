@@ -26,10 +26,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ocrc.compiler.errors import UnsupportedOpError
 from ocrc.compiler.ir.graph import Graph, Node, Value
-from ocrc.compiler.ir.ops.qlstm import GATE_FRAC
 from ocrc.compiler.quant.quantizer import QuantResult
+from ocrc.runtime.errors import OcrcError
 from ocrc.runtime.fileio import atomic_write_bytes
-from ocrc.runtime.qmath import ADD_FRAC_BITS as ADD_FRAC
 
 OPSET = 17
 MS_DOMAIN = "com.microsoft"  # onnxruntime's contrib QuantizeLinear/DequantizeLinear (int16)
@@ -202,112 +201,30 @@ def _qlstm_node(w: _Writer, name: str) -> Node | None:
 
 
 def _qlstm_cell(w: _Writer, n: Node, q: Node, x: str) -> list[str]:
-    """The integer LSTM `q` (docs §4) in standard ONNX ops, step for step: per direction the
-    input projection (MatMulInteger of the int8 x and W, plus the int32 bias) and its
-    rescale, and a Scan over time whose body is `lstm_steps`: MatMulInteger of the int8 h and
-    R (or V, then U with the int8 t), the rescales and the half-up shifts in float64 (the
-    operands are integers, m * 2**-n is a float64, and the product's rounding, under 2**-53 of
-    it, could move a result only within ~2**-45 of a rounding boundary), the gate and tanh(c)
-    tables by Gather, the int16 cell and the int8 h. It reads the golden
-    model's codes, not a float LSTM's (ONNX's LSTM op has none of these roundings; the
-    unquantised export keeps it)."""
+    """The integer LSTM `q` (docs §4) on the float x: QuantizeLinear at q's input parameters,
+    then q itself in standard ONNX integer ops (export_qops.qlstm_steps: MatMulInteger, int64
+    rescales, Gather tables, a Scan per direction), then DequantizeLinear of Y and Y_h and the
+    cell in float. It reads the golden model's codes, not a float LSTM's (ONNX's LSTM op has
+    none of these roundings; the unquantised export keeps it)."""
+    from ocrc.compiler.export_qops import qlstm_steps
+
     qres = w.qres
     assert qres is not None
     base = n.outputs[0].name
     a = q.all_attrs
-    cv = [qres.graph.const_value(v) if v is not None else None for v in q.inputs]
-    wq, rq, bias, xm, xsh, hm, hsh, tables = cv[1:9]
-    h0q, c0q, rv, vm, vsh = (cv + [None] * 14)[9:14]
-    hs, zx, zh = a["hidden_size"], a["x_zp"], a["h_zp"]
-    d_n, bs = wq.shape[0], q.inputs[0].type.shape[1]  # type: ignore[union-attr]
     x_name = n.inputs[0].name  # type: ignore[union-attr]
     qpx = qres.narrowed.get(x_name) or qres.qparams[x_name]
     qph = qres.qparams[base]
-    f64, i8 = TensorProto.DOUBLE, TensorProto.INT8
-
-    def c64(arr: Any, tag: str) -> str:
-        return w.init(np.asarray(arr, np.float64), tag)
-
-    def mrs(v: str, mult: Any, shift: Any, tag: str) -> str:
-        """mul_round_shift of the integer-valued float64 v: floor(v * m 2**-n + 1/2)."""
-        m = np.asarray(mult, np.float64) * np.exp2(-np.asarray(shift, np.float64))
-        return w.node("Floor", [w.node("Add", [w.node("Mul", [v, c64(m, f"{tag}.m")], tag)[0],
-                                               half], tag)[0]], tag)[0]
-
-    def clip(v: str, lo: int, hi: int, tag: str) -> str:
-        return w.node("Clip", [v, c64(lo, f"{tag}.lo"), c64(hi, f"{tag}.hi")], tag)[0]
-
-    def to(v: str, dtype: int, tag: str) -> str:
-        return w.node("Cast", [v], tag, to=dtype)[0]
-
-    half = c64(0.5, f"{base}.half")
     xq = w.node("QuantizeLinear", [x, w.init(np.array(qpx.scale, np.float32), f"{base}.xs"),
-                                   w.init(np.array(zx, np.int8), f"{base}.xzp")], f"{base}.x")[0]
-    gate_base = np.repeat(np.arange(4) * 256 + 128, hs).astype(np.float64)  # Gather offsets
-    ys, hns, cns = [], [], []
-    for d in range(d_n):
-        tag = f"{base}.d{d}"
-        ax = w.node("MatMulInteger", [xq, w.init(np.ascontiguousarray(wq[d].T), f"{tag}.W"),
-                                      w.init(np.array(zx, np.int8), f"{tag}.xzp")], tag)[0]
-        ax = w.node("Add", [to(ax, f64, tag), c64(bias[d], f"{tag}.bias")], tag)[0]
-        tx = mrs(ax, xm[d], xsh[d], f"{tag}.x")  # [T, B, 4H]
-        h0 = w.init(h0q[d] if h0q is not None else np.full((bs, hs), zh, np.int8), f"{tag}.h0")
-        c0 = c64(c0q[d] if c0q is not None else np.zeros((bs, hs)), f"{tag}.c0")
-        outer, w.nodes = w.nodes, []
-        h, c, xt = (w.fresh(f"{tag}.{k}") for k in ("h", "c", "tx"))
-        hz = w.init(np.array(zh, np.int8), f"{tag}.hzp")
-        if rv is not None:  # t = requantize(V (h - zh)) int8, then U t
-            vh = w.node("MatMulInteger", [h, w.init(np.ascontiguousarray(rv[d].T), f"{tag}.V"),
-                                          hz], tag)[0]
-            t = to(clip(mrs(to(vh, f64, tag), vm[d], vsh[d], f"{tag}.t"), -128, 127, tag), i8,
-                   tag)
-            ah = w.node("MatMulInteger", [t, w.init(np.ascontiguousarray(rq[d].T), f"{tag}.U")],
-                        tag)[0]
-        else:
-            ah = w.node("MatMulInteger", [h, w.init(np.ascontiguousarray(rq[d].T), f"{tag}.R"),
-                                          hz], tag)[0]
-        th = mrs(to(ah, f64, tag), hm[d], hsh[d], f"{tag}.h")
-        p = clip(mrs(w.node("Add", [xt, th], tag)[0], 1, ADD_FRAC, f"{tag}.p"), -128, 127, tag)
-        idx = to(w.node("Add", [p, c64(gate_base, f"{tag}.gidx")], tag)[0], TensorProto.INT64,
-                 tag)
-        g = w.node("Gather", [c64(tables[d, :4].reshape(-1), f"{tag}.tables"), idx], tag,
-                   axis=0)[0]
-        gi, go, gf, gc = w.node("Split", [g], f"{tag}.gates", n_out=4, axis=1)
-        frac = a["cell_frac"][d]
-        fc, ic = (clip(mrs(w.node("Mul", [u_, v_], tag)[0], 1, k, f"{tag}.{nm}"), -32768, 32767,
-                       tag) for u_, v_, k, nm in ((gf, c, GATE_FRAC, "fc"),
-                                                  (gi, gc, 2 * GATE_FRAC - frac, "ic")))
-        c_new = clip(w.node("Add", [fc, ic], tag)[0], -32768, 32767, f"{tag}.c")
-        u = clip(mrs(c_new, a["cell_mult"][d], a["cell_shift"][d], f"{tag}.u"), -128, 127, tag)
-        uidx = to(w.node("Add", [u, c64(128.0, f"{tag}.uoff")], tag)[0], TensorProto.INT64, tag)
-        tu = w.node("Gather", [c64(tables[d, 4], f"{tag}.tanh"), uidx], tag, axis=0)[0]
-        hv = mrs(w.node("Mul", [go, tu], tag)[0], a["out_mult"][d], a["out_shift"][d],
-                 f"{tag}.o")
-        h_new = to(clip(w.node("Add", [hv, c64(zh, f"{tag}.zh")], tag)[0], -128, 127, tag), i8,
-                   tag)
-        y_t = w.node("Identity", [h_new], f"{tag}.y")[0]
-        body_nodes, w.nodes = w.nodes, outer
-        body = helper.make_graph(
-            body_nodes, f"{tag}.step",
-            [helper.make_tensor_value_info(h, i8, [bs, hs]),
-             helper.make_tensor_value_info(c, f64, [bs, hs]),
-             helper.make_tensor_value_info(xt, f64, [bs, 4 * hs])],
-            [helper.make_tensor_value_info(v, t_, [bs, hs])
-             for v, t_ in ((h_new, i8), (c_new, f64), (y_t, i8))])
-        rev = int(a["direction"] == "reverse" or d == 1)
-        hn, cn, y = w.node("Scan", [h0, c0, tx], tag, n_out=3, body=body, num_scan_inputs=1,
-                           scan_input_directions=[rev], scan_output_directions=[rev])
-        ax1, ax0 = (w.init(np.array([k], np.int64), f"{tag}.axis") for k in (1, 0))
-        ys.append(w.node("Unsqueeze", [y, ax1], tag)[0])  # [T, 1, B, H]
-        hns.append(w.node("Unsqueeze", [hn, ax0], tag)[0])
-        cell = to(w.node("Mul", [cn, c64(2.0**-frac, f"{tag}.cscale")], tag)[0],
-                  TensorProto.FLOAT, tag)
-        cns.append(w.node("Unsqueeze", [cell, ax0], tag)[0])
+                                   w.init(np.array(a["x_zp"], np.int8), f"{base}.xzp")],
+                f"{base}.x")[0]
+    y, hn, cn = qlstm_steps(w, q, xq, base, qres.graph)
     sh = w.init(np.array(qph.scale, np.float32), f"{base}.hs")
-    zp = w.init(np.array(zh, np.int8), f"{base}.hzp")
-    outs = [w.node("Concat", v, base, axis=k)[0] if len(v) > 1 else v[0]
-            for v, k in ((ys, 1), (hns, 0), (cns, 0))]
-    return [w.node("DequantizeLinear", [o, sh, zp], base)[0] for o in outs[:2]] + outs[2:]
+    zp = w.init(np.array(a["h_zp"], np.int8), f"{base}.hzp")
+    cscale = np.exp2(-np.asarray(a["cell_frac"], np.float32)).reshape(-1, 1, 1)
+    cell = w.node("Mul", [w.node("Cast", [cn], base, to=TensorProto.FLOAT)[0],
+                          w.init(cscale.astype(np.float32), f"{base}.cscale")], base)[0]
+    return [w.node("DequantizeLinear", [v, sh, zp], base)[0] for v in (y, hn)] + [cell]
 
 
 def _shape_op(op: str, key: str) -> Callable[[_Writer, Node], list[str]]:
@@ -365,7 +282,10 @@ EMITTERS: dict[str, Callable[[_Writer, Node], list[str]]] = {
 
 def export_onnx(g: Graph, qres: QuantResult | None = None) -> onnx.ModelProto:
     """The ONNX model of float graph `g`; with `qres` (from quantize_graph on this prepared
-    graph), the QDQ model of its int8 quantisation."""
+    graph), the QDQ model of its int8 quantisation. An int8 graph itself (`quantize_graph`'s
+    result, without `qres`) is written in its integer form (compiler/export_qops.py)."""
+    from ocrc.compiler.export_qops import QEMITTERS  # it builds on this module's _Writer
+
     w = _Writer(g, qres)
     inputs = []
     for v in g.inputs:
@@ -379,6 +299,8 @@ def export_onnx(g: Graph, qres: QuantResult | None = None) -> onnx.ModelProto:
             continue
         if name in EMITTERS:
             outs = EMITTERS[name](w, n)
+        elif name in QEMITTERS:  # an int8 graph: the integer form
+            outs = QEMITTERS[name](w, n)
         elif name in _SIMPLE:
             outs = w.node(_SIMPLE[name], [w.ref(v) for v in n.inputs], n.outputs[0].name)
         elif "activation" in n.op.traits:
@@ -406,10 +328,24 @@ def export_onnx(g: Graph, qres: QuantResult | None = None) -> onnx.ModelProto:
     return model
 
 
-def save_onnx(graph: Graph, options: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
-    """Write the pipeline's result as ONNX: QDQ when the quantize pass ran (its QuantResult
-    and prepared float graph are in `options`), else the float graph itself."""
+ONNX_FORMS = ("qdq", "integer")
+
+
+def save_onnx(graph: Graph, options: Mapping[str, Any], path: str | os.PathLike[str],
+              form: str = "qdq") -> None:
+    """Write the pipeline's result as ONNX: when the quantize pass ran, QDQ (form "qdq": its
+    QuantResult and prepared float graph are in `options`) or the int8 graph's integer form
+    (form "integer", compiler/export_qops.py); else the float graph itself."""
+    if form not in ONNX_FORMS:
+        raise OcrcError(f"--onnx-form {form!r}: expected one of {', '.join(ONNX_FORMS)}")
     qres = options.get("quant_result")
-    model = export_onnx(options["quant_float_graph"], qres) if qres is not None else \
-        export_onnx(graph)
+    if form == "integer" and qres is None:
+        raise OcrcError("--onnx-form integer: the integer form writes an int8 graph; add "
+                        "--quant int8")
+    if qres is None:
+        model = export_onnx(graph)
+    elif form == "integer":
+        model = export_onnx(qres.graph)
+    else:
+        model = export_onnx(options["quant_float_graph"], qres)
     atomic_write_bytes(path, model.SerializeToString())

@@ -1,7 +1,8 @@
 """`ocrc compile MODEL.onnx [-t ir|npu|onnx] [-o OUT] [--input-shape NAME=D0,D1,...] [pipeline
 options]`: import an ONNX model, run the pass pipeline and write the text IR and its .npz
 atomically (-t ir, the default), an NPU program (-t npu) or the optimised graph as ONNX
-(-t onnx; QDQ with --quant int8).
+(-t onnx; with --quant int8 QDQ, or with --onnx-form integer the int8 graph in ONNX integer
+ops).
 
 Also home of the `--input-shape` option that `ocrc inspect` shares."""
 
@@ -13,6 +14,7 @@ from pathlib import Path
 from ocrc.compiler.cli.npu_target import add_npu_options, compile_npu, prepare_npu_args
 from ocrc.compiler.cli.pipeline_options import (add_pipeline_options, run_pipeline,
                                                 run_pipeline_ctx)
+from ocrc.compiler.export_onnx import ONNX_FORMS
 from ocrc.compiler.ir.irfile import save_ir
 from ocrc.frontend.onnx_import import import_onnx
 from ocrc.runtime.errors import OcrcError
@@ -52,6 +54,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path,
                    help="output file (default, here: MODEL.ir, MODEL.npu or MODEL.opt.onnx)")
     add_input_shape_option(p)
+    p.add_argument("--onnx-form", default="qdq", metavar="FORM",
+                   help="-t onnx with --quant int8: qdq (QuantizeLinear/DequantizeLinear around "
+                        "float ops, what runtimes fuse and accelerate; the default) or integer "
+                        "(the int8 graph op for op in ONNX integer ops, computing the golden "
+                        "model's codes exactly)")
     add_pipeline_options(p)
     add_npu_options(p)
     return p
@@ -64,6 +71,11 @@ def main(args: argparse.Namespace) -> int:
     if args.target not in AVAILABLE_TARGETS:
         raise OcrcError(f"--target {args.target!r}: target '{args.target}' is not available "
                         f"yet (available: {', '.join(AVAILABLE_TARGETS)})")
+    if args.onnx_form not in ONNX_FORMS:
+        raise OcrcError(f"--onnx-form {args.onnx_form!r}: expected one of "
+                        f"{', '.join(ONNX_FORMS)}")
+    if args.onnx_form != "qdq" and args.target != "onnx":
+        raise OcrcError(f"--onnx-form {args.onnx_form}: applies to -t onnx, not -t {args.target}")
     shapes = input_shapes(args.input_shape)
     if args.target == "npu":
         prepare_npu_args(args)
@@ -75,7 +87,8 @@ def main(args: argparse.Namespace) -> int:
                             "or -t npu")
 
         graph, ctx = run_pipeline_ctx(import_onnx(args.model, shapes), args)
-        save_onnx(graph, ctx.options, args.output or Path(args.model.stem + ".opt.onnx"))
+        save_onnx(graph, ctx.options, args.output or Path(args.model.stem + ".opt.onnx"),
+                  args.onnx_form)
         return 0
     graph = run_pipeline(import_onnx(args.model, shapes), args)
     if args.target == "npu":

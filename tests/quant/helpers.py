@@ -61,3 +61,28 @@ def demo_crnn_compile_args(tmp_path: Path, n_calib: int) -> list[str]:
                                         for i in range(n_calib)})
     return ["compile", str(tmp_path / "demo.onnx"), "--quant", "int8", "--calib",
             str(tmp_path / "calib.npz")]
+
+
+LSTM_DIMS = (12, 2, 16, 16)  # T, B, I, H
+
+
+def lstm_graph(direction: str, states: bool, seed: int = 0,
+               dims: tuple[int, int, int, int] = LSTM_DIMS, sc: float = 0.3) -> Graph:
+    """An LSTM of seeded weights on x [t, b, i], hidden size h (dims); initial states too."""
+    t, b_, i, h = dims
+    rng = np.random.default_rng(seed)
+    d = 2 if direction == "bidirectional" else 1
+
+    def f32(*shape: int, sc: float) -> np.ndarray:
+        return (rng.standard_normal(shape) * sc).astype(np.float32)
+
+    b = Builder()
+    x = b.input("x", TensorType(DType.F32, (t, b_, i)))
+    ins = [x, b.const(f32(d, 4 * h, i, sc=sc)), b.const(f32(d, 4 * h, h, sc=sc)),
+           b.const(f32(d, 8 * h, sc=0.2))]
+    if states:
+        ins += [b.const(f32(d, b_, h, sc=0.3)), b.const(f32(d, b_, h, sc=0.5))]
+    y, _, _ = b.emit("lstm", ins, {"hidden_size": h, "direction": direction},
+                     out_names=("Y", "Yh", "Yc"))
+    b.output(y)
+    return b.graph

@@ -1,6 +1,7 @@
 """The QDQ export of the integer LSTM (compiler/export_onnx.py `_qlstm_cell`): `qlstm` step
-for step in standard ONNX ops (MatMulInteger, float64 rescales, Gather tables, a Scan over
-time), so that onnxruntime reads the golden interpreter's hidden codes, not a float LSTM's."""
+for step in standard ONNX ops (MatMulInteger, int64 rescales, Gather tables, a Scan over time;
+compiler/export_qops.py), so that onnxruntime reads the golden interpreter's hidden codes, not
+a float LSTM's."""
 
 from __future__ import annotations
 
@@ -19,31 +20,10 @@ from ocrc.compiler.ir import Builder, DType, Graph, TensorType, run
 from ocrc.compiler.ir.irfile import load_ir
 from ocrc.compiler.passes import PassContext, parse_pipeline, run_passes
 from ocrc.compiler.quant import calibrate, prepare, quantize_graph
-from tests.quant.helpers import demo_crnn_compile_args, demo_graph, demo_samples
+from tests.quant.helpers import (LSTM_DIMS, demo_crnn_compile_args, demo_graph, demo_samples,
+                                lstm_graph)
 
-T, B, I, H = 12, 2, 16, 16
-
-
-def _lstm_graph(direction: str, states: bool, seed: int = 0,
-                dims: tuple[int, int, int, int] = (T, B, I, H), sc: float = 0.3) -> Graph:
-    """An LSTM of seeded weights on x [t, b, i], hidden size h (dims); initial states too."""
-    t, b_, i, h = dims
-    rng = np.random.default_rng(seed)
-    d = 2 if direction == "bidirectional" else 1
-
-    def f32(*shape: int, sc: float) -> np.ndarray:
-        return (rng.standard_normal(shape) * sc).astype(np.float32)
-
-    b = Builder()
-    x = b.input("x", TensorType(DType.F32, (t, b_, i)))
-    ins = [x, b.const(f32(d, 4 * h, i, sc=sc)), b.const(f32(d, 4 * h, h, sc=sc)),
-           b.const(f32(d, 8 * h, sc=0.2))]
-    if states:
-        ins += [b.const(f32(d, b_, h, sc=0.3)), b.const(f32(d, b_, h, sc=0.5))]
-    y, _, _ = b.emit("lstm", ins, {"hidden_size": h, "direction": direction},
-                     out_names=("Y", "Yh", "Yc"))
-    b.output(y)
-    return b.graph
+T, B, I, H = LSTM_DIMS
 
 
 def _samples(n: int, seed: int) -> list[dict[str, np.ndarray]]:
@@ -73,18 +53,18 @@ def _codes_vs_golden(g: Graph, int16: tuple[str, ...] = ()) -> tuple[float, int]
                                               ("bidirectional", False),
                                               ("bidirectional", True)])
 def test_qdq_lstm_tracks_the_golden_codes(direction: str, states: bool) -> None:
-    frac, top = _codes_vs_golden(_lstm_graph(direction, states))
+    frac, top = _codes_vs_golden(lstm_graph(direction, states))
     assert frac == 0.0 and top == 0, (frac, top)
 
 
 def test_qdq_lstm_of_a_narrowed_int16_input_tracks_the_golden_codes() -> None:
-    frac, top = _codes_vs_golden(_lstm_graph("bidirectional", True), int16=("x",))
+    frac, top = _codes_vs_golden(lstm_graph("bidirectional", True), int16=("x",))
     assert frac == 0.0 and top == 0, (frac, top)
 
 
 def test_qdq_factored_lstm_tracks_the_golden_codes() -> None:
     ctx = PassContext()
-    g = run_passes(_lstm_graph("bidirectional", False),
+    g = run_passes(lstm_graph("bidirectional", False),
                    parse_pipeline("lowrank{layers=Y.R:6,multiple=1}"), ctx)
     assert [r.status for r in ctx.options["reports"]["lowrank"]] == ["split"]
     frac, top = _codes_vs_golden(g)
@@ -92,7 +72,7 @@ def test_qdq_factored_lstm_tracks_the_golden_codes() -> None:
 
 
 def test_qdq_lstm_is_an_integer_scan() -> None:
-    g = prepare(_lstm_graph("bidirectional", False))
+    g = prepare(lstm_graph("bidirectional", False))
     res = quantize_graph(g, calibrate(g, _samples(4, 1), progress=False))
     model = export_onnx(g, res)
     ops = [n.op_type for n in model.graph.node]
@@ -146,7 +126,7 @@ def test_drift_report_compares_every_named_value(quantized_demo) -> None:  # typ
 def test_qdq_lstm_matches_the_golden_codes_for_any_shape(t: int, b: int, i: int, h: int,
                                                           direction: str, states: bool,
                                                           seed: int) -> None:
-    g = prepare(_lstm_graph(direction, states, seed, (t, b, i, h), sc=0.5))
+    g = prepare(lstm_graph(direction, states, seed, (t, b, i, h), sc=0.5))
     rng = np.random.default_rng(seed + 1)
     samples = [{"x": (rng.standard_normal((t, b, i)) * 1.5).astype(np.float32)}
                for _ in range(4)]
