@@ -1,6 +1,6 @@
 """int8 acceptance benchmark (issue 4): ocrc's all-integer models (convs, LSTM, Gemm) against
-fp32, onnxruntime's quantize_static next to them, the QDQ export against the golden int8
-interpreter, and the per-layer error reports.
+fp32, onnxruntime's quantize_static next to them, the QDQ export and the integer ONNX export
+against the golden int8 interpreter, and the per-layer error reports.
 
 Run from the repository root: `python -m benchmarks.quant_accuracy` (writes the "Quantisation"
 section of benchmarks/RESULTS.md and per-layer JSON reports under benchmarks/out/;
@@ -79,6 +79,7 @@ class OcrcInt8:
         self.floats: dict[tuple[int, ...], Graph] = {}
         self.quants: dict[tuple[int, ...], QuantResult] = {}
         self.qdq: dict[tuple[int, ...], OrtRecognizer] = {}
+        self.integer: dict[tuple[int, ...], OrtRecognizer] = {}
         self.table = CalibTable()
 
     def prepared_graph(self, shape: tuple[int, ...]) -> Graph:
@@ -134,6 +135,14 @@ class OcrcInt8:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return next(iter(run(self.quant(x.shape).graph, {self.input: x}).values()))
 
+    def integer_recognizer(self, x: np.ndarray) -> np.ndarray:
+        """The integer ONNX form of the same int8 graph (`--onnx-form integer`), run by
+        onnxruntime: the golden model's arithmetic in ONNX integer ops."""
+        if x.shape not in self.integer:
+            model = export_onnx(self.quant(x.shape).graph)
+            self.integer[x.shape] = OrtRecognizer(model.SerializeToString(), threads=1)
+        return self.integer[x.shape](x)
+
     def qdq_recognizer(self, x: np.ndarray) -> np.ndarray:
         """The QDQ export of the same int8 model, run by onnxruntime."""
         if x.shape not in self.qdq:
@@ -172,7 +181,8 @@ def parse_setting(text: str) -> tuple[str, bool, str, float, str, bool]:
 def evaluate(task_name: str, settings: list[str],
              limit: int | None) -> tuple[list[list[str]], str]:
     """fp32 and onnxruntime int8 once, then per (method, equalise) setting the golden int8
-    interpreter and its QDQ export; the per-layer report is of the last setting."""
+    interpreter, its QDQ export and its integer ONNX export; the per-layer report is of the last
+    setting."""
     task = TASKS[task_name]()
     samples = load_dataset(EVAL_SET)[:limit]
     labels = [s.text for s in samples]
@@ -200,6 +210,9 @@ def evaluate(task_name: str, settings: list[str],
         ours = recognize(task, ocrc, (s.image for s in samples))
         t_run = (time.perf_counter() - t0) / len(samples)
         qdq = recognize(task, ocrc.qdq_recognizer, (s.image for s in samples))
+        t0 = time.perf_counter()
+        integer = recognize(task, ocrc.integer_recognizer, (s.image for s in samples))
+        t_int = (time.perf_counter() - t0) / len(samples)
         label = (f"{method}{', equalised' if eq else ''}{f', {gptq} GPTQ weights' if gptq else ''}"
                  f"{', bias-corrected' if bc else ''}")
         kind = "int8"
@@ -213,7 +226,8 @@ def evaluate(task_name: str, settings: list[str],
             mixed.append(f"{text}: {p.summary()} ({', '.join(p.layers[:12])}"
                          f"{', ...' if len(p.layers) > 12 else ''})")
         runs += [(f"ocrc {kind} golden interpreter, all integer ({label})", ours, None),
-                 (f"ocrc QDQ export ({label}) in onnxruntime", qdq, ours)]
+                 (f"ocrc QDQ export ({label}) in onnxruntime", qdq, ours),
+                 (f"ocrc integer ONNX export ({label}) in onnxruntime", integer, ours)]
     rows = []
     for variant, preds, vs in runs:
         rows.append([task.name, variant, str(len(samples)), f"{100 * accuracy(preds, labels):.1f}%",
@@ -232,7 +246,8 @@ def evaluate(task_name: str, settings: list[str],
     worst = ", ".join(f"{r.layer} ({r.op} `{r.value}`: {r.sqnr_entire:.1f} dB entire, "
                       f"{r.sqnr_single:.1f} dB single)" for r in rep.rows[:5])
     note = (f"- **{task.name}** ({label}): calibration {t_cal:.1f} s over {len(calib)} images "
-            f"({len(ocrc.floats)} input shapes); golden interpreter {1e3 * t_run:.0f} ms/image. "
+            f"({len(ocrc.floats)} input shapes); golden interpreter {1e3 * t_run:.0f} ms/image, its "
+            f"integer ONNX export in onnxruntime {1e3 * t_int:.0f} ms/image. "
             f"Per-layer report (`benchmarks/out/quant-report-{task.name}.json`, input "
             f"{'x'.join(map(str, shape))}, {len(xs)} images), worst layers: {worst}.\n")
     for m in mixed:
