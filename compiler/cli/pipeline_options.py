@@ -117,7 +117,8 @@ def add_quant_options(p: argparse.ArgumentParser) -> None:
                         "PP-OCRv2 rec's near-cancelling kernels need)")
     g.add_argument("--quant-bias-correction", action="store_true",
                    help="shift each conv/dense int32 bias by its output's mean error on "
-                        "calibration data (empirical bias correction)")
+                        "calibration data, layer by layer on the corrected model (sequential "
+                        "empirical bias correction)")
     g.add_argument("--quant-int16", default="none", metavar="auto|front|none|all|LAYER+LAYER",
                    help="mixed precision: keep int16 activations for the layers whose "
                         "single-mode SQNR is below --int16-threshold (auto), the earliest "

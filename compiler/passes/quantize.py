@@ -55,7 +55,7 @@ class Quantize(Pass):
     percentile: float = DEFAULT_PERCENTILE
     calib: str = ""
     equalize: bool = False  # cross-layer equalisation with per-channel tables (helps PP-OCR)
-    bias_correction: bool = False  # empirical per-channel bias correction (single mode)
+    bias_correction: bool = False  # sequential empirical per-channel bias correction
     gptq: bool = False  # error-feedback (GPTQ) rounding of the int8 weights
     gptq_center: bool = True  # centred GPTQ, the mean error into the bias (compiler/quant/gptq.py)
     # Mixed precision (docs/quantization.md §8): none, all, auto or LAYER+LAYER; auto promotes
