@@ -32,6 +32,7 @@ from benchmarks.ocr.ort_quant import ort_int8_model
 from benchmarks.ocr.report import markdown_table, write_section
 from benchmarks.quant_sensitivity import InputGrid, fp16_weights
 from benchmarks.ocr.shapes import (
+    BC_SAMPLES,
     INT16_SAMPLES,
     group_by_shape,
     most_common_shape,
@@ -53,7 +54,6 @@ from ocrc.frontend.zoo import fetch_model
 SECTION = "Quantisation"
 EVAL_SET, CALIB_SET = "clean", "calib-clean"
 REPORT_SAMPLES = 4
-BC_SAMPLES = 16  # calibration images of the most common shape for --settings ...+bc
 OUT = Path(__file__).parent / "out"
 
 

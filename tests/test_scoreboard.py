@@ -157,6 +157,39 @@ def test_gptq_reaches_the_int8_graph_and_the_npu(
         assert all(np.array_equal(outs[k], v) for k, v in gold.items())
 
 
+def _int32_biases(m: OcrcModel, shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """The int32 biases of m's int8 convs and dense layers, by layer output name."""
+    g = m.quant_graph(shape)
+    return {n.outputs[0].name: g.const_value(n.inputs[2]) for n in g.nodes
+            if n.op.name in ("qconv", "qdense")}
+
+
+def test_bias_correction_reaches_every_width_and_the_npu(
+        tiny: tuple[ModelSpec, Config, dict]) -> None:
+    """ModelSpec.bias_correction reaches the OcrcModels of the run; the corrections, measured
+    once, move the int32 biases of the int8 graph at every width, key the program cache, and
+    the VM still matches the golden interpreter."""
+    spec, cfg, data = tiny
+    task, path = spec.task(), spec.path()
+    run = UnitRun(replace(spec, bias_correction=True), cfg, Unit(spec.key, 0, OCRC_INT8),
+                  lambda name: data[name])
+    assert run.base.bias_correction and run.variant_model(spec.compressions[0]).bias_correction
+    calib = [task.preprocess(s.image) for s in generate("clean", 4, 6)]
+    shapes = sorted({x.shape for x in calib})
+    plain, fixed = OcrcModel(path, name="t"), OcrcModel(path, name="t", bias_correction=True)
+    plain.calibrate(calib)
+    fixed.calibrate(calib)
+    assert fixed.bias_errors and not plain.bias_errors
+    for shape in shapes:
+        bp, bf = _int32_biases(plain, shape), _int32_biases(fixed, shape)
+        assert bp.keys() == bf.keys() and bp
+        assert any(not np.array_equal(bp[k], bf[k]) for k in bf)
+        assert fixed.program_path(shape, "npu") != plain.program_path(shape, "npu")
+    x = calib[0]
+    outs, _, _ = fixed.run_vm(x, "npu")
+    assert all(np.array_equal(outs[k], v) for k, v in fixed.run_golden(x).items())
+
+
 def test_quantize_text_of_the_real_models() -> None:
     """The calibration the scoreboard's text names, as pass text the pipeline parser takes:
     plain GPTQ on ddddocr, centred on PP-OCRv2 rec (benchmarks/RESULTS.md, Quantisation)."""

@@ -21,6 +21,7 @@ from ocrc.compiler.quant.gptq import gptq_weights
 Shape = tuple[int, ...]
 Samples = list[dict[str, np.ndarray]]
 Moments = dict[str, tuple[np.ndarray, np.ndarray]]
+BC_SAMPLES = 16  # calibration inputs of the most common shape that bias correction measures on
 GPTQ_SAMPLES = 8  # calibration inputs of the most common shape whose statistics GPTQ uses
 INT16_SAMPLES = 8  # calibration inputs of the most common shape that choose the int16 values
 

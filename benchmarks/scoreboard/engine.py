@@ -28,6 +28,7 @@ from ocrc.compiler.ir.ops.counts import node_macs
 from ocrc.compiler.passes import PassContext, parse_pipeline, run_passes
 from ocrc.compiler.pipeline import optimize
 from ocrc.compiler.quant import CalibTable, calibrate, prepare, quantize_graph
+from ocrc.compiler.quant.bias_correction import apply_bias_errors, measure_bias_errors
 from ocrc.compiler.quant.checks import verify_quantized
 from ocrc.compiler.quant.equalize import channel_absmax, equalize
 from ocrc.compiler.quant.gptq import with_weights
@@ -40,6 +41,7 @@ from ocrc.runtime.target import load_target
 from ocrc.runtime.vm import VM
 
 from benchmarks.ocr.shapes import (
+    BC_SAMPLES,
     INT16_SAMPLES,
     Shape,
     group_by_shape,
@@ -94,7 +96,8 @@ class OcrcModel:
     def __init__(self, path: Path, passes: str = "", method: str = "minmax",
                  name: str = "model", equalize: bool = False, int16: str = "none",
                  gptq: bool = False, moments: bool = False, gptq_center: bool = True,
-                 int16_threshold: float = DEFAULT_THRESHOLD) -> None:
+                 int16_threshold: float = DEFAULT_THRESHOLD,
+                 bias_correction: bool = False) -> None:
         self.path, self.passes, self.method, self.name = path, passes, method, name
         # The passes read ctx.options['channel_moments'] (prune-structured criterion=std,
         # compensate=lsq), pooled over the calibration inputs of every shape at calibration.
@@ -106,6 +109,11 @@ class OcrcModel:
         self.gptq_center = gptq_center  # centred GPTQ (the mean error into the biases)
         self.gptq_w: dict[str, np.ndarray] = {}  # its weights, by name, for every shape
         self.gptq_digest = ""
+        # sequential bias correction (compiler/quant/bias_correction.py): its per-layer errors,
+        # measured once on the most common calibration shape, correct every shape
+        self.bias_correction = bias_correction
+        self.bias_errors: dict[str, np.ndarray] = {}
+        self.bias_digest = ""
         self.int16 = int16  # mixed precision: quantize{int16=...} (docs/quantization.md §8)
         self.int16_threshold = int16_threshold  # auto: the single-mode SQNR bound, dB
         self.plan = Int16Plan()  # the values kept in int16, chosen at calibration
@@ -175,8 +183,17 @@ class OcrcModel:
                                      by_shape[shape][:INT16_SAMPLES], self.method,
                                      threshold=self.int16_threshold)
             log.info("%s: %s", self.name, self.plan.summary())
-        self.calib_digest = arrays_digest(inputs)
         self._quant.clear()
+        self.bias_errors = {}
+        if self.bias_correction:  # on the quantised graph of the plan above
+            shape = most_common_shape(by_shape)
+            self.bias_errors = measure_bias_errors(
+                self.prepared_graph(shape),
+                quantize_graph(self.prepared_graph(shape), table, self.method,
+                               int16=self.plan.values), by_shape[shape][:BC_SAMPLES])
+        self.bias_digest = arrays_digest([a for k in sorted(self.bias_errors)
+                                          for a in (np.asarray(k.encode()), self.bias_errors[k])])
+        self.calib_digest = arrays_digest(inputs)
 
     def reference_graph(self, shape: Shape) -> Graph:
         """The float graph prepared, and equalised if asked (float-equivalent to it)."""
@@ -196,8 +213,9 @@ class OcrcModel:
         if self.table is None:
             raise RuntimeError(f"{self.name}: calibrate() before quantising")
         if shape not in self._quant:
-            q = quantize_graph(self.prepared_graph(shape), self.table, self.method,
-                               int16=self.plan.values).graph
+            res = quantize_graph(self.prepared_graph(shape), self.table, self.method,
+                                 int16=self.plan.values)
+            q = apply_bias_errors(res, self.bias_errors).graph
             verify_quantized(q)
             self._quant[shape] = q
         return self._quant[shape]
@@ -212,6 +230,8 @@ class OcrcModel:
             key["gptq"] = self.gptq_digest
         if self.moments:  # the channel moments the passes read (likewise)
             key["moments"] = self.moments_digest
+        if self.bias_correction:  # its corrections (likewise)
+            key["bias"] = self.bias_digest
         text = json.dumps(key, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:20]
 

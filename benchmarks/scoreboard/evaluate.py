@@ -188,7 +188,8 @@ class UnitRun:
         self.ref = reference_input(spec, self.task, load, self.ds, self.xs)
         self.base = OcrcModel(self.path, name=spec.key, method=spec.quant_method,
                               equalize=spec.equalize, gptq=spec.gptq,
-                              gptq_center=spec.gptq_center)
+                              gptq_center=spec.gptq_center,
+                              bias_correction=spec.bias_correction)
 
     def row(self, variant: str, preds: list[str], nbytes: int, kind: str, macs: int,
             **kw: object) -> AccuracyRow:
@@ -260,7 +261,8 @@ class UnitRun:
                          method=self.spec.quant_method, equalize=self.spec.equalize,
                          int16=comp.int16, gptq=self.spec.gptq, moments=comp.moments,
                          gptq_center=self.spec.gptq_center,
-                         int16_threshold=comp.int16_threshold)
+                         int16_threshold=comp.int16_threshold,
+                         bias_correction=self.spec.bias_correction)
 
     @staticmethod
     def int16_text(m: OcrcModel) -> str:

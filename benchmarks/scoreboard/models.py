@@ -60,6 +60,7 @@ class ModelSpec:
     equalize: bool = False  # cross-layer equalisation before calibration
     gptq: bool = False  # GPTQ int8 weight rounding before calibration (compiler/quant/gptq.py)
     gptq_center: bool = True  # centred GPTQ (PP-OCRv2 rec); plain does better on ddddocr
+    bias_correction: bool = False  # sequential bias correction (compiler/quant/bias_correction.py)
 
 
 def quantize_text(spec: ModelSpec) -> str:
@@ -67,6 +68,7 @@ def quantize_text(spec: ModelSpec) -> str:
     opts = [f"method={spec.quant_method}"]
     opts += [f"{o}=true" for o, on in (("equalize", spec.equalize), ("gptq", spec.gptq)) if on]
     opts += ["gptq_center=false"] if spec.gptq and not spec.gptq_center else []
+    opts += ["bias_correction=true"] if spec.bias_correction else []
     return f"quantize{{{','.join(opts)}}}"
 
 
