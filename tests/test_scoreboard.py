@@ -192,12 +192,14 @@ def test_bias_correction_reaches_every_width_and_the_npu(
 
 def test_quantize_text_of_the_real_models() -> None:
     """The calibration the scoreboard's text names, as pass text the pipeline parser takes:
-    plain GPTQ on ddddocr, centred on PP-OCRv2 rec (benchmarks/RESULTS.md, Quantisation)."""
+    plain GPTQ on ddddocr, centred on PP-OCRv2 rec, both bias-corrected (benchmarks/RESULTS.md,
+    Quantisation)."""
     for spec in REAL.values():
         parse_pipeline(quantize_text(spec))
     assert quantize_text(REAL["ddddocr"]) == \
-        "quantize{method=mse,equalize=true,gptq=true,gptq_center=false}"
-    assert quantize_text(REAL["ppocr-v2-rec"]) == "quantize{method=mse,equalize=true,gptq=true}"
+        "quantize{method=mse,equalize=true,gptq=true,gptq_center=false,bias_correction=true}"
+    assert quantize_text(REAL["ppocr-v2-rec"]) == \
+        "quantize{method=mse,equalize=true,gptq=true,bias_correction=true}"
 
 
 def test_structured_variant_prunes_every_width_alike(

@@ -11,7 +11,7 @@ from pathlib import Path
 from ocrc.runtime.fileio import atomic_write_text
 
 from benchmarks.ocr.report import RESULTS_MD, markdown_table
-from benchmarks.ocr.shapes import GPTQ_SAMPLES
+from benchmarks.ocr.shapes import BC_SAMPLES, GPTQ_SAMPLES
 from benchmarks.scoreboard.evaluate import (
     OCRC_FLOAT,
     OCRC_INT8,
@@ -199,7 +199,11 @@ def section_body(results: Sequence[ModelResult], cfg: Config, command: str, seco
         "plain on ddddocr, as that section measured best. "
         f"The scoreboard computes GPTQ's weights once, from {GPTQ_SAMPLES} calibration images "
         "of the most common input width, as the Quantisation section does, and uses them at "
-        "every width; pruned weights stay zero.")
+        "every width; pruned weights stay zero. Sequential bias correction "
+        "(compiler/quant/bias_correction.py: each conv/dense bias absorbs its output's mean "
+        "per-channel error, layer by layer on the corrected model) is on for both, its "
+        f"corrections measured once on {BC_SAMPLES} calibration images of the most common width "
+        "and applied at every width.")
     columns = (
         f"Images per run: {limits_text}. *bytes*: the model file for onnxruntime and ocrc "
         "float, the `.npu` program (instructions, weights, I/O descriptors) at the reference "
