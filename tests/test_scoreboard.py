@@ -124,19 +124,27 @@ def _int8_weights(m: OcrcModel, shape: tuple[int, ...]) -> dict[str, np.ndarray]
             and n.attrs["value"].dtype == np.int8}
 
 
+def _flag_reaches_the_run(tiny: tuple[ModelSpec, Config, dict], flag: str
+                          ) -> tuple[Path, list[np.ndarray], list[tuple[int, ...]]]:
+    """ModelSpec.<flag> = True reaches the base and variant OcrcModels of a run; returns the
+    model path and calibration inputs of several widths (and those widths)."""
+    spec, cfg, data = tiny
+    run = UnitRun(replace(spec, **{flag: True}), cfg, Unit(spec.key, 0, OCRC_INT8),
+                  lambda name: data[name])
+    assert getattr(run.base, flag) and getattr(run.variant_model(spec.compressions[0]), flag)
+    task = spec.task()
+    calib = [task.preprocess(s.image) for s in generate("clean", 4, 6)]
+    shapes = sorted({x.shape for x in calib})
+    assert len(shapes) > 1
+    return spec.path(), calib, shapes
+
+
 def test_gptq_reaches_the_int8_graph_and_the_npu(
         tiny: tuple[ModelSpec, Config, dict]) -> None:
     """ModelSpec.gptq reaches every OcrcModel of the run; GPTQ's weights (one set, from the
     most common calibration width) change every conv and dense weight of the int8 graph at
     every width, pruned weights stay zero, and the VM still matches the golden interpreter."""
-    spec, cfg, data = tiny
-    task, path = spec.task(), spec.path()
-    run = UnitRun(replace(spec, gptq=True), cfg, Unit(spec.key, 0, OCRC_INT8),
-                  lambda name: data[name])
-    assert run.base.gptq and run.variant_model(spec.compressions[0]).gptq
-    calib = [task.preprocess(s.image) for s in generate("clean", 4, 6)]
-    shapes = sorted({x.shape for x in calib})
-    assert len(shapes) > 1
+    path, calib, shapes = _flag_reaches_the_run(tiny, "gptq")
     for passes in ("", "prune{sparsity=0.5,ops=dense+lstm}"):
         plain = OcrcModel(path, passes, name="t")
         gptq = OcrcModel(path, passes, name="t", gptq=True)
@@ -169,13 +177,7 @@ def test_bias_correction_reaches_every_width_and_the_npu(
     """ModelSpec.bias_correction reaches the OcrcModels of the run; the corrections, measured
     once, move the int32 biases of the int8 graph at every width, key the program cache, and
     the VM still matches the golden interpreter."""
-    spec, cfg, data = tiny
-    task, path = spec.task(), spec.path()
-    run = UnitRun(replace(spec, bias_correction=True), cfg, Unit(spec.key, 0, OCRC_INT8),
-                  lambda name: data[name])
-    assert run.base.bias_correction and run.variant_model(spec.compressions[0]).bias_correction
-    calib = [task.preprocess(s.image) for s in generate("clean", 4, 6)]
-    shapes = sorted({x.shape for x in calib})
+    path, calib, shapes = _flag_reaches_the_run(tiny, "bias_correction")
     plain, fixed = OcrcModel(path, name="t"), OcrcModel(path, name="t", bias_correction=True)
     plain.calibrate(calib)
     fixed.calibrate(calib)
