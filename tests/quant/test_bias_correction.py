@@ -114,13 +114,17 @@ def channel_error(g: Graph, q: Graph, res: object, data: list[dict[str, np.ndarr
     qp = res.qparams[name]  # type: ignore[attr-defined]
     qv = res.qvalue[name]  # type: ignore[attr-defined]
     errs = []
+    got: dict[str, np.ndarray] = {}
+
+    def hook(n, outs):  # type: ignore[no-untyped-def]
+        if qv in n.outputs:
+            got["q"] = outs[0]
+        elif n.outputs[0].name == name:
+            got["f"] = outs[0]
     for s in data:
-        got: dict[str, np.ndarray] = {}
-        run(q, s, lambda n, outs: got.update({"q": outs[0]}) if qv in n.outputs else None)
-        f: dict[str, np.ndarray] = {}
-        run(g, s, lambda n, outs: f.update({"f": outs[0]}) if n.outputs[0].name == name
-            else None)
-        errs.append((np.clip(f["f"], *qp.real_range()) - qp.dequantize(got["q"]))
+        run(q, s, hook)
+        run(g, s, hook)
+        errs.append((np.clip(got["f"], *qp.real_range()) - qp.dequantize(got["q"]))
                     .mean(axis=(0, 2, 3)))
     return np.mean(errs, axis=0)
 

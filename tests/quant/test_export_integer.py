@@ -22,10 +22,10 @@ from ocrc.compiler.ir.irfile import load_ir
 from ocrc.compiler.passes import PassContext, parse_pipeline, run_passes
 from ocrc.compiler.quant import calibrate, prepare, quantize_graph
 from ocrc.compiler.quant.equalize import channel_absmax, equalize
-from tests.quant.test_equalize_export import mobilenet_block
-from tests.quant.test_equalize_export import samples as block_samples
 from tests.quant.helpers import (LSTM_DIMS, demo_crnn_compile_args, demo_graph, demo_samples,
                                  lstm_graph)
+from tests.quant.test_equalize_export import mobilenet_block
+from tests.quant.test_equalize_export import samples as block_samples
 
 INT_TYPES = (DType.I8, DType.I16, DType.I32)
 
@@ -49,18 +49,19 @@ def differing_codes(qg: Graph, samples: Sequence[dict[str, np.ndarray]]) -> dict
                                 providers=["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()]
     bad: dict[str, int] = {}
-    for s in samples:
-        got = dict(zip(names, sess.run(None, s)))
+    got: dict[str, np.ndarray] = {}
 
-        def hook(n, outs):  # type: ignore[no-untyped-def]
-            for v, a in zip(n.outputs, outs):
-                if v in vals:
-                    o = got[v.name]
-                    assert o.dtype == a.dtype and o.shape == a.shape, (v.name, o.dtype, a.dtype)
-                    k = int(np.sum(o != a))
-                    if k:
-                        key = f"{n.op.name}: {v.name}"
-                        bad[key] = bad.get(key, 0) + k
+    def hook(n, outs):  # type: ignore[no-untyped-def]
+        for v, a in zip(n.outputs, outs):
+            if v in vals:
+                o = got[v.name]
+                assert o.dtype == a.dtype and o.shape == a.shape, (v.name, o.dtype, a.dtype)
+                k = int(np.sum(o != a))
+                if k:
+                    key = f"{n.op.name}: {v.name}"
+                    bad[key] = bad.get(key, 0) + k
+    for s in samples:
+        got.update(zip(names, sess.run(None, s)))
         run(g, s, hook)
     return bad
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from ocrc.compiler.cli import main
 from ocrc.compiler.export_onnx import export_onnx
-from ocrc.compiler.ir import Builder, DType, Graph, TensorType, run
+from ocrc.compiler.ir import Graph, run
 from ocrc.compiler.ir.irfile import load_ir
 from ocrc.compiler.passes import PassContext, parse_pipeline, run_passes
 from ocrc.compiler.quant import calibrate, prepare, quantize_graph
