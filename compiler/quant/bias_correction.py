@@ -64,7 +64,7 @@ def measure_bias_errors(float_graph: Graph, qres: QuantResult,
     if not samples:
         return {}
     work = replace(qres, weights=dict(qres.weights))
-    _, _, targets = _targets(work)
+    macs, _, targets = _targets(work)  # the MAC nodes stay (apply_bias_errors swaps constants)
     order = [v for n in work.graph.nodes for v in n.outputs if v in targets]
     names = {targets[v] for v in order}
     floats: list[dict[str, np.ndarray]] = []
@@ -79,9 +79,7 @@ def measure_bias_errors(float_graph: Graph, qres: QuantResult,
         floats.append(fv)
     errors: dict[str, np.ndarray] = {}
     for v in order:
-        name = targets[v]
-        macs, _, _ = _targets(work)
-        node = macs[v]
+        name, node = targets[v], macs[v]
         qg = work.graph
         prefix = Graph(list(qg.inputs), qg.nodes[:qg.nodes.index(node) + 1], [v], qg.name)
         qp = work.qparams[name]
