@@ -4,7 +4,7 @@ Float graphs become plain opset-17 ONNX (conv/dense epilogues expanded into Add 
 nodes). A quantised model is written as QDQ: the prepared float graph with QuantizeLinear ->
 DequantizeLinear pairs on every value the int8 graph quantises, int8 per-channel weights and
 int32 biases behind DequantizeLinear. The integer LSTM, which has no QDQ form, is written as
-`qlstm` itself in standard ONNX ops (`_qlstm_cell`: MatMulInteger, float64 rescales, Gather
+`qlstm` itself in standard ONNX ops (`_qlstm_cell`: MatMulInteger, int64 rescales, Gather
 tables, a Scan per direction; docs/quantization.md §6), so that it reads the golden model's
 codes; the float export keeps ONNX's LSTM op (a factored R, U V, multiplied back out). int16
 activations (mixed precision) are QuantizeLinear/DequantizeLinear with int16 zero points of the
@@ -331,13 +331,18 @@ def export_onnx(g: Graph, qres: QuantResult | None = None) -> onnx.ModelProto:
 ONNX_FORMS = ("qdq", "integer")
 
 
+def check_onnx_form(form: str) -> None:
+    """OcrcError naming `form` unless it is one of ONNX_FORMS."""
+    if form not in ONNX_FORMS:
+        raise OcrcError(f"--onnx-form {form!r}: expected one of {', '.join(ONNX_FORMS)}")
+
+
 def save_onnx(graph: Graph, options: Mapping[str, Any], path: str | os.PathLike[str],
               form: str = "qdq") -> None:
     """Write the pipeline's result as ONNX: when the quantize pass ran, QDQ (form "qdq": its
     QuantResult and prepared float graph are in `options`) or the int8 graph's integer form
     (form "integer", compiler/export_qops.py); else the float graph itself."""
-    if form not in ONNX_FORMS:
-        raise OcrcError(f"--onnx-form {form!r}: expected one of {', '.join(ONNX_FORMS)}")
+    check_onnx_form(form)
     qres = options.get("quant_result")
     if form == "integer" and qres is None:
         raise OcrcError("--onnx-form integer: the integer form writes an int8 graph; add "

@@ -33,7 +33,7 @@ import numpy as np
 from onnx import TensorProto, helper
 
 from ocrc.compiler.errors import UnsupportedOpError
-from ocrc.compiler.ir.graph import Graph, Node, Value
+from ocrc.compiler.ir.graph import Graph, Node
 from ocrc.compiler.ir.ops.qlstm import GATE_FRAC, N_TABLES
 from ocrc.compiler.ir.ops.quant import TYPE_RANGE, y_dtype
 from ocrc.compiler.ir.ops.pool import _pool_geometry
@@ -98,11 +98,6 @@ class IntOps:
 
     def clamp(self, v: str, lo: Any, hi: Any) -> str:
         return self.op("Min", [self.op("Max", [v, self.const(lo, "lo")]), self.const(hi, "hi")])
-
-
-def _i64(w: _Writer, v: Value | None) -> str:
-    """v's ONNX tensor widened to int64."""
-    return w.node("Cast", [w.ref(v)], v.name if v is not None else "v", to=I64)[0]
 
 
 def _store(o: IntOps, v: str, dtype: DType) -> str:
@@ -178,7 +173,7 @@ def _lut(w: _Writer, n: Node) -> list[str]:
         raise UnsupportedOpError(f"ONNX export: {n.label()} needs a constant table")
     table = np.asarray(table, np.int64)
     rank, y = x.type.rank, y_dtype(a)
-    xi = _i64(w, x)
+    xi = o.i64(w.ref(x))
     size = table.shape[-1]
     offs = (np.arange(table.shape[0]) * size).reshape(_channel_shape(rank, a["axis"])) \
         if table.ndim == 2 else np.zeros((), np.int64)
@@ -226,8 +221,8 @@ def _rescale(o: IntOps, x: str, zx: int, mult: int, shift: int, zy: int, lo: int
 
 def _qrescale(w: _Writer, n: Node) -> list[str]:
     o, a = IntOps(w, n.outputs[0].name), n.all_attrs
-    y = _rescale(o, _i64(w, n.inputs[0]), a["x_zp"], a["mult"], a["shift"], a["y_zp"], a["lo"],
-                 a["hi"])
+    y = _rescale(o, o.i64(w.ref(n.inputs[0])), a["x_zp"], a["mult"], a["shift"], a["y_zp"],
+                 a["lo"], a["hi"])
     return [_store(o, y, y_dtype(a))]
 
 
@@ -235,16 +230,16 @@ def _qadd(w: _Writer, n: Node) -> list[str]:
     o, a = IntOps(w, n.outputs[0].name), n.all_attrs
     wide = a.get("y_bits", 8) == 16 or any(v is not None and v.type.dtype == DType.I16
                                             for v in n.inputs)
-    ta = o.mrs(o.addc(_i64(w, n.inputs[0]), -a["a_zp"], "azp"), a["a_mult"], a["a_shift"])
-    tb = o.mrs(o.addc(_i64(w, n.inputs[1]), -a["b_zp"], "bzp"), a["b_mult"], a["b_shift"])
+    ta = o.mrs(o.addc(o.i64(w.ref(n.inputs[0])), -a["a_zp"], "azp"), a["a_mult"], a["a_shift"])
+    tb = o.mrs(o.addc(o.i64(w.ref(n.inputs[1])), -a["b_zp"], "bzp"), a["b_mult"], a["b_shift"])
     y = o.addc(o.mrs(o.add(ta, tb), 1, qmath.add_frac_bits(wide)), a["y_zp"], "yzp")
     return [_store(o, o.clamp(y, a["lo"], a["hi"]), y_dtype(a))]
 
 
 def _qmul(w: _Writer, n: Node) -> list[str]:
     o, a = IntOps(w, n.outputs[0].name), n.all_attrs
-    p = o.mul(o.addc(_i64(w, n.inputs[0]), -a["a_zp"], "azp"),
-              o.addc(_i64(w, n.inputs[1]), -a["b_zp"], "bzp"))
+    p = o.mul(o.addc(o.i64(w.ref(n.inputs[0])), -a["a_zp"], "azp"),
+              o.addc(o.i64(w.ref(n.inputs[1])), -a["b_zp"], "bzp"))
     y = o.addc(o.mrs(p, a["mult"], a["shift"]), a["y_zp"], "yzp")
     return [_store(o, o.clamp(y, a["lo"], a["hi"]), y_dtype(a))]
 
@@ -253,7 +248,7 @@ def _qconcat(w: _Writer, n: Node) -> list[str]:
     o, a = IntOps(w, n.outputs[0].name), n.all_attrs
     y = y_dtype(a)
     lo, hi = TYPE_RANGE[y]
-    parts = [_store(o, _rescale(o, _i64(w, v), zx, m, s, a["y_zp"], lo, hi), y)
+    parts = [_store(o, _rescale(o, o.i64(w.ref(v)), zx, m, s, a["y_zp"], lo, hi), y)
              for v, zx, m, s in zip(n.inputs, a["x_zps"], a["mults"], a["shifts"])]
     return [o.op("Concat", parts, axis=a["axis"])]
 
@@ -311,7 +306,7 @@ def _qavg_pool(w: _Writer, n: Node) -> list[str]:
 def _dequantize(w: _Writer, n: Node) -> list[str]:
     """float32(q - zp) * float32(scale), as qmath.dequantize_ref."""
     o, a = IntOps(w, n.outputs[0].name), n.all_attrs
-    v = o.cast(o.addc(_i64(w, n.inputs[0]), -a["zp"], "zp"), F32)
+    v = o.cast(o.addc(o.i64(w.ref(n.inputs[0])), -a["zp"], "zp"), F32)
     return [o.mul(v, o.const(a["scale"], "scale", np.float32))]
 
 

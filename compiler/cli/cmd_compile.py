@@ -14,7 +14,7 @@ from pathlib import Path
 from ocrc.compiler.cli.npu_target import add_npu_options, compile_npu, prepare_npu_args
 from ocrc.compiler.cli.pipeline_options import (add_pipeline_options, run_pipeline,
                                                 run_pipeline_ctx)
-from ocrc.compiler.export_onnx import ONNX_FORMS
+from ocrc.compiler.export_onnx import check_onnx_form
 from ocrc.compiler.ir.irfile import save_ir
 from ocrc.frontend.onnx_import import import_onnx
 from ocrc.runtime.errors import OcrcError
@@ -71,9 +71,7 @@ def main(args: argparse.Namespace) -> int:
     if args.target not in AVAILABLE_TARGETS:
         raise OcrcError(f"--target {args.target!r}: target '{args.target}' is not available "
                         f"yet (available: {', '.join(AVAILABLE_TARGETS)})")
-    if args.onnx_form not in ONNX_FORMS:
-        raise OcrcError(f"--onnx-form {args.onnx_form!r}: expected one of "
-                        f"{', '.join(ONNX_FORMS)}")
+    check_onnx_form(args.onnx_form)  # before the pipeline, which may calibrate for minutes
     if args.onnx_form != "qdq" and args.target != "onnx":
         raise OcrcError(f"--onnx-form {args.onnx_form}: applies to -t onnx, not -t {args.target}")
     shapes = input_shapes(args.input_shape)

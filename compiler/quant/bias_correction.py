@@ -2,18 +2,18 @@
 mean per-channel error of its output against the float model's, measured on the int8 model
 whose earlier layers are already corrected (entire mode, over calibration samples).
 
-Where the error comes from. int8 rounding of a value is unbiased on average, but not per
-channel once tables sit in between: a 256-entry table rounds f at each input code once, and
-every element with that code carries the same output error; a channel whose elements sit on a
-handful of codes inherits a handful of those errors as a fixed offset. Clipping adds offsets
-too. Offsets do not average out downstream as rounding noise does: each conv sums them
-coherently (ddddocr, mse + eq + plain GPTQ, 6 calibration images: per-channel mean errors are
-32-36% of the error energy after its first convs, and a 10% wider set of ranges moves the
-logits' SQNR from 26.5 to 18.6 dB through them). Measured layer by layer on the corrected
+Where the error comes from. int8 rounding of a value is unbiased on average, but not per channel
+once tables sit in between: a 256-entry table rounds f at each input code once, and every
+element with that code carries the same output error; a channel whose elements sit on a handful
+of codes inherits a handful of those errors as a fixed offset. Clipping adds offsets too.
+Offsets do not average out downstream as rounding noise does: each conv sums them coherently
+(ddddocr, mse + eq + plain GPTQ over every im2col row, 6 calibration images: per-channel mean
+errors are 32-36% of the error energy after its first convs, and a 10% wider set of ranges moves
+the logits' SQNR from 26.5 to 18.6 dB through them). Measured layer by layer on the corrected
 model, the correction takes out what reaches each layer, whatever its source, once: a layer's
 error includes the offsets propagated from earlier layers, so measuring every layer on the
-uncorrected model at once (or each fed the float model's inputs, single mode) corrects the
-same offset twice or not at all.
+uncorrected model at once (or each fed the float model's inputs, single mode) corrects the same
+offset twice or not at all.
 
 The correction: bias[c] += rint(mean(f - dequantize(q))[c] / s_acc[c]), f the float output
 clipped to the int8 output's real range (the clipping a range method accepts is not a bias to
