@@ -12,8 +12,15 @@ rows take the int8 weights that `quantize{method=mse,equalize=true,gptq=true}` w
 with every activation float, run by the reference interpreter: the same bound for the
 weights ocrc actually emits.
 
+`--per-layer MODE` (centred or plain) adds a table per model: for each conv and gemm layer, the
+agreement when only that layer's weights take their GPTQ int8 values (the rest float), and when
+every layer but that one does. It tells whether a model's weight error sits in a few layers
+(which a wider weight format there would buy back) or is spread over all of them. Those
+graphs are exported to ONNX (`export_onnx` of the float graph) and run by onnxruntime.
+
     python -m benchmarks.quant_sensitivity [--tasks ddddocr ppocr-v2-rec] [--bits 8 10 12]
-                                           [--gptq centred plain] [--limit N]
+                                           [--gptq centred plain] [--per-layer MODE]
+                                           [--limit N]
 
 Agreement is printed as in the quantisation table: case-insensitive (as accuracy compares
 with labels), exact in parentheses. Prints only; the lead copies the table into RESULTS.md.
@@ -38,6 +45,7 @@ from benchmarks.ocr.tasks import TASKS
 from ocrc.compiler.export_onnx import export_onnx
 from ocrc.compiler.ir import run
 from ocrc.compiler.pipeline import optimize
+from ocrc.compiler.quant.gptq import bias_keys, target_keys, targets, with_weights
 from ocrc.frontend import import_onnx
 from ocrc.frontend.zoo import fetch_model
 
@@ -117,8 +125,57 @@ def gptq_float(task_name: str, calib: list[np.ndarray], mode: str) -> Callable:
     return lambda x: next(iter(run(model.float_graph(x.shape), {model.input: x}).values()))
 
 
+class LayerWeights:
+    """The float graph the int8 model derives from (prepared, equalised) with the GPTQ int8
+    weights (and absorbing biases) of some layers only, exported per input shape and run by
+    onnxruntime."""
+
+    def __init__(self, model: object, keys: frozenset[str]) -> None:
+        self.model, self.keys = model, keys
+        self.sessions: dict[tuple[int, ...], OrtRecognizer] = {}
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if x.shape not in self.sessions:
+            m = self.model
+            w = {k: v for k, v in m.gptq_w.items() if k in self.keys}  # type: ignore[attr-defined]
+            g = with_weights(m.reference_graph(x.shape), w)  # type: ignore[attr-defined]
+            self.sessions[x.shape] = OrtRecognizer(export_onnx(g).SerializeToString())
+        return self.sessions[x.shape](x)
+
+
+def layer_rows(task_name: str, calib: list[np.ndarray], mode: str, images: list,
+               fp32: list[str]) -> list[list[str]]:
+    """Per conv/gemm layer (graph order): agreement with fp32 when only it has GPTQ int8
+    weights, and when all layers but it have them (module docstring)."""
+    from benchmarks.quant_accuracy import OcrcInt8  # it imports this module
+
+    task = TASKS[task_name]()
+    model = OcrcInt8(task, "mse", True, gptq=mode)
+    model.calibrate(calib)
+    g = model.reference_graph(task.preprocess(images[0]).shape)
+    wkeys, bkeys = target_keys(g), bias_keys(g)
+    consts = {n.outputs[0]: n.attrs["value"] for n in g.nodes if n.op.name == "const"}
+    every = frozenset(model.gptq_w)
+    rows = []
+    for n in targets(g):
+        w, b = n.operand("w"), n.operand("b")
+        mine = frozenset(k for k in (wkeys.get(w), bkeys.get(b)) if k in every)
+        if not mine:
+            continue
+        only = recognize(task, LayerWeights(model, mine), images)
+        rest = recognize(task, LayerWeights(model, every - mine), images)
+        group = f", {n.attr('group')} groups" if n.op.name == "conv" and n.attr("group") > 1 else ""
+        rows.append([task.name, f"{n.name} ({n.op.name}{group})",
+                     "x".join(map(str, consts[w].shape)),
+                     f"{100 * agreement_ci(only, fp32):.1f}%",
+                     f"{100 * agreement_ci(rest, fp32):.1f}%"])
+        print(" | ".join(rows[-1]), flush=True)
+    return rows
+
+
 def evaluate(task_name: str, bits: list[int], limit: int | None,
-             gptq: Sequence[str] = ()) -> list[list[str]]:
+             gptq: Sequence[str] = (), per_layer: str = "") -> tuple[list[list[str]],
+                                                                   list[list[str]]]:
     task = TASKS[task_name]()
     samples = load_dataset(EVAL_SET)[:limit]
     images, labels = [s.image for s in samples], [s.text for s in samples]
@@ -139,7 +196,8 @@ def evaluate(task_name: str, bits: list[int], limit: int | None,
                      f"{100 * agreement_ci(preds, fp32):.1f}% "
                      f"({100 * agreement(preds, fp32):.1f}%)"])
         print(" | ".join(rows[-1]), flush=True)
-    return rows
+    layers = layer_rows(task_name, calib, per_layer, images, fp32) if per_layer else []
+    return rows, layers
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,17 +207,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gptq", nargs="*", default=["centred", "plain"],
                     choices=["centred", "plain"],
                     help="rows with ocrc's GPTQ int8 weights (default: both forms)")
+    ap.add_argument("--per-layer", choices=["centred", "plain"], default="",
+                    help="also a per-layer table with this GPTQ form's weights")
     ap.add_argument("--limit", type=int, help="evaluate only the first N images")
     args = ap.parse_args(argv)
     if any(not 2 <= b <= 16 for b in args.bits):
         ap.error(f"--bits {args.bits}: each width must be in 2..16")
     t0 = time.perf_counter()
-    rows = [r for t in args.tasks for r in evaluate(t, args.bits, args.limit, args.gptq)]
+    results = [evaluate(t, args.bits, args.limit, args.gptq, args.per_layer)
+               for t in args.tasks]
+    rows = [r for rs, _ in results for r in rs]
+    layers = [r for _, ls in results for r in ls]
     cmd = "python -m benchmarks.quant_sensitivity" + "".join(
         f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
     print(f"\nCommand: `{cmd}` ({time.perf_counter() - t0:.0f} s)\n")
     print(markdown_table(["model", "fp32 perturbed by", "n", "accuracy", "agreement with fp32"],
                          rows))
+    if layers:
+        print(f"\nPer layer, {args.per_layer} GPTQ int8 weights, every activation float:\n")
+        print(markdown_table(["model", "layer", "weight", "agreement, only this layer int8",
+                              "agreement, every layer but this int8"], layers))
     return 0
 
 
