@@ -105,6 +105,13 @@ def add_quant_options(p: argparse.ArgumentParser) -> None:
                         "or an .npz archive")
     g.add_argument("--quant-method", choices=METHODS, default="minmax",
                    help="how activation ranges are chosen (default: minmax)")
+    g.add_argument("--quant-percentile", type=float, default=None, metavar="P",
+                   help="the percentile of --quant-method percentile (and of auto's "
+                        "candidate), in (50, 100] (default: 99.99)")
+    g.add_argument("--quant-layer-method", action="append", default=None,
+                   metavar="LAYER=METHOD",
+                   help="a range method for one layer (its node name, or a value name) over "
+                        "--quant-method; repeatable, e.g. --quant-layer-method Conv_0=minmax")
     g.add_argument("--quant-equalize", action="store_true",
                    help="cross-layer equalisation before calibration (per-channel tables; "
                         "with --quant-method mse the best int8 setting on ddddocr and PP-OCR)")
@@ -147,6 +154,9 @@ def quant_passes(graph: Graph, args: argparse.Namespace, ctx: PassContext) -> li
                 raise PassError(f"--{opt.replace('_', '-')} needs --quant int8")
         if (getattr(args, "quant_int16", "none") or "none") != "none":
             raise PassError("--quant-int16 needs --quant int8")
+        for opt in ("quant_percentile", "quant_layer_method"):
+            if getattr(args, opt, None) is not None:
+                raise PassError(f"--{opt.replace('_', '-')} needs --quant int8")
         return []
     if args.calib is None:
         raise PassError("--quant int8 needs calibration data: --calib DIR|FILE.npz")
@@ -159,7 +169,34 @@ def quant_passes(graph: Graph, args: argparse.Namespace, ctx: PassContext) -> li
         eq += ",gptq=true" + (",gptq_center=false" if getattr(args, "quant_gptq_plain", False)
                               else "")
     eq += ",bias_correction=true" if getattr(args, "quant_bias_correction", False) else ""
+    eq += _range_options(args)
     return build_pipeline(f"quantize{{method={args.quant_method}{eq}{_int16_options(args)}}}")
+
+
+def _range_options(args: argparse.Namespace) -> str:
+    """The quantize pass's percentile and layer_methods options from --quant-percentile and
+    --quant-layer-method LAYER=METHOD (each checked here, one line per mistake)."""
+    from ocrc.compiler.quant.observers import METHODS
+
+    out = ""
+    p = getattr(args, "quant_percentile", None)
+    if p is not None:
+        if not 50.0 < p <= 100.0:
+            raise PassError(f"--quant-percentile {p:g}: expected a percentile in (50, 100]")
+        out += f",percentile={p!r}"
+    items = []
+    for item in getattr(args, "quant_layer_method", None) or []:
+        name, sep, method = item.rpartition("=")
+        if not sep or not name or any(c in name for c in "+{},= "):
+            raise PassError(f"--quant-layer-method {item!r}: expected LAYER=METHOD with a "
+                            "layer or value name (e.g. Conv_0=minmax)")
+        if method not in METHODS:
+            raise PassError(f"--quant-layer-method {item!r}: method {method!r} is not one of "
+                            f"{', '.join(METHODS)}")
+        items.append(f"{name}:{method}")
+    if items:
+        out += f",layer_methods={'+'.join(items)}"
+    return out
 
 
 def _pass_target(args: argparse.Namespace) -> object | None:

@@ -27,7 +27,8 @@ from ocrc.compiler.quant.equalize import channel_absmax, equalize
 from ocrc.compiler.quant.gptq import gptq
 from ocrc.compiler.quant.mixed import DEFAULT_RATE, DEFAULT_THRESHOLD, parse_int16, select_int16
 from ocrc.compiler.quant.observers import DEFAULT_PERCENTILE, METHODS
-from ocrc.compiler.quant.quantizer import prepare, quantize_graph
+from ocrc.compiler.quant.quantizer import (parse_layer_methods, prepare, quantize_graph,
+                                           resolve_layer_methods)
 from ocrc.compiler.quant.report import quant_report
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,8 @@ class Quantize(Pass):
     name: ClassVar[str] = "quantize"
     method: str = "minmax"  # activation ranges: minmax, percentile, entropy, mse
     percentile: float = DEFAULT_PERCENTILE
+    # per-layer range methods over `method`: 'LAYER:METHOD+LAYER:METHOD' (layer or value names)
+    layer_methods: str = ""
     calib: str = ""
     equalize: bool = False  # cross-layer equalisation with per-channel tables (helps PP-OCR)
     bias_correction: bool = False  # sequential empirical per-channel bias correction
@@ -72,6 +75,8 @@ class Quantize(Pass):
                             f"{', '.join(METHODS)}")
         parse_int16(self.int16)  # a bad spec fails before calibration
         prepared = prepare(g)
+        methods = parse_layer_methods(self.layer_methods)
+        resolve_layer_methods(prepared, methods)  # so does an unknown layer name
         data: Any = ctx.options.get("calibration")
         if self.calib:
             if self.calib.startswith("synthetic:"):
@@ -103,11 +108,12 @@ class Quantize(Pass):
         plan = select_int16(prepared, table, self.int16,
                             samples[:REPORT_SAMPLES] if samples is not None else None,
                             self.method, self.percentile, self.int16_threshold,
-                            self.int16_budget, self.int16_rate)
+                            self.int16_budget, self.int16_rate, methods)
         if plan.values:
             log.info("quantize: %s", plan.summary())
         ctx.options["int16_plan"] = plan
-        res = quantize_graph(prepared, table, self.method, self.percentile, plan.values)
+        res = quantize_graph(prepared, table, self.method, self.percentile, plan.values,
+                             methods)
         if self.bias_correction and samples is not None:
             res = bias_correct(prepared, res, samples[:EQ_SAMPLES])
         verify_quantized(res.graph)

@@ -134,15 +134,18 @@ def select_int16(g: Graph, table: CalibTable, spec: str,
                  samples: Iterable[Mapping[str, np.ndarray]] | None = None,
                  method: str = "minmax", percentile: float = 99.99,
                  threshold: float = DEFAULT_THRESHOLD, budget: float = math.inf,
-                 rate: float = DEFAULT_RATE) -> Int16Plan:
+                 rate: float = DEFAULT_RATE,
+                 layer_methods: Mapping[str, str] | None = None) -> Int16Plan:
     """The int16 plan of `spec` for the prepared, calibrated graph g (see module docstring).
     `auto` needs samples (single-mode SQNR of an all-int8 trial); `budget` caps the MAC-cycle
-    increase (0.5: at most 1.5x the all-int8 MAC cycles); `front` needs a finite budget."""
+    increase (0.5: at most 1.5x the all-int8 MAC cycles); `front` needs a finite budget.
+    `layer_methods` as quantize_graph's (the all-int8 trial uses the same ranges)."""
     mode, names = parse_int16(spec)
     plan = Int16Plan(rate=rate)
     if mode == "none":
         return plan
-    gs = _Graphs(g, quantize_graph(g, table, method, percentile))
+    gs = _Graphs(g, quantize_graph(g, table, method, percentile,
+                                   layer_methods=layer_methods))
     plan.macs_total = gs.total_macs()
     chosen: set[str] = set()
     if mode == "all":
@@ -204,7 +207,9 @@ def quantize_mixed(g: Graph, table: CalibTable, spec: str,
                    samples: Iterable[Mapping[str, np.ndarray]] | None = None,
                    method: str = "minmax", percentile: float = 99.99,
                    threshold: float = DEFAULT_THRESHOLD, budget: float = math.inf,
-                   rate: float = DEFAULT_RATE) -> tuple[QuantResult, Int16Plan]:
+                   rate: float = DEFAULT_RATE, layer_methods: Mapping[str, str] | None = None
+                   ) -> tuple[QuantResult, Int16Plan]:
     """select_int16, then the quantised graph with those values in int16."""
-    plan = select_int16(g, table, spec, samples, method, percentile, threshold, budget, rate)
-    return quantize_graph(g, table, method, percentile, plan.values), plan
+    plan = select_int16(g, table, spec, samples, method, percentile, threshold, budget, rate,
+                        layer_methods)
+    return quantize_graph(g, table, method, percentile, plan.values, layer_methods), plan

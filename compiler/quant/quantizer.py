@@ -9,7 +9,7 @@ ops (softmax) after the output dequantise. Rules per op are in docs/quantization
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +22,7 @@ from ocrc.runtime import qmath
 from ocrc.compiler.quant.calibrate import CalibTable
 from ocrc.compiler.quant.decompose import PATTERNS as DECOMPOSE
 from ocrc.compiler.quant.lower_lstm import emit_qlstm
+from ocrc.compiler.quant.observers import METHODS
 from ocrc.compiler.quant.tables import chain_fns, channel_chains, flat_clip, unary_fn
 from ocrc.compiler.quant.qparams import (QParams, QuantizeError, build_lut,
                                          multiplier, multipliers, qparams_from_range,
@@ -97,13 +98,57 @@ def _rebind(g: Graph, new: Value, old: Value) -> None:
     g.nodes[-1] = Node(last.op, last.inputs, last.attrs, (old,), last.name)
 
 
+# --- per-layer range methods -----------------------------------------------------------------
+def parse_layer_methods(spec: str) -> dict[str, str]:
+    """'NAME:METHOD+NAME:METHOD...' ('' for none) -> {name: method}; NAME is a layer (node
+    name) or a value of the prepared graph, METHOD one of observers.METHODS."""
+    out: dict[str, str] = {}
+    for item in (s for s in spec.strip().split("+") if s):
+        name, sep, method = item.rpartition(":")
+        if not sep or not name:
+            raise QuantizeError(f"layer_methods={spec!r}: item {item!r} is not NAME:METHOD")
+        if method not in METHODS:
+            raise QuantizeError(f"layer_methods={spec!r}: method {method!r} of {name!r} is "
+                                f"not one of {', '.join(METHODS)}")
+        out[name] = method
+    return out
+
+
+def resolve_layer_methods(g: Graph, methods: Mapping[str, str]) -> dict[str, str]:
+    """{layer or value name: method} -> {value name: method} for the prepared graph g: a layer
+    name stands for every value its nodes produce (a conv and the activation `prepare` split
+    from it share the layer's name). An unknown name is an error naming some valid ones."""
+    by_layer: dict[str, list[str]] = {}
+    values: set[str] = set(v.name for v in g.inputs)
+    for n in g.nodes:
+        if n.op.name == "const":
+            continue
+        outs = [v.name for v in n.outputs if v.name]
+        values.update(outs)
+        if n.name:
+            by_layer.setdefault(n.name, []).extend(outs)
+    out: dict[str, str] = {}
+    for name, method in methods.items():
+        if name in by_layer:
+            out.update(dict.fromkeys(by_layer[name], method))
+        elif name in values:
+            out[name] = method
+        else:
+            some = ", ".join(list(by_layer)[:8])
+            raise QuantizeError(f"layer_methods: {name!r} is neither a layer nor a value of "
+                                f"the graph (layers: {some}{', ...' if len(by_layer) > 8 else ''})")
+    return out
+
+
 # --- quantize --------------------------------------------------------------------------------
 class _Q:
     """The state of one quantize_graph run."""
 
     def __init__(self, g: Graph, table: CalibTable, method: str, percentile: float,
-                 int16: Collection[str] = ()) -> None:
+                 int16: Collection[str] = (),
+                 layer_methods: Mapping[str, str] | None = None) -> None:
         self.g, self.table, self.method, self.percentile = g, table, method, percentile
+        self.methods = resolve_layer_methods(g, layer_methods or {})  # value -> method
         # The integer LSTM has int8 results only (docs §8): its outputs are never int16.
         self.int16 = frozenset(int16) - {v.name for n in g.nodes if n.op.name == "lstm"
                                          for v in n.outputs}
@@ -127,7 +172,8 @@ class _Q:
         bits = 16 if v.name in self.int16 else 8
         # int16 values and the logits keep minmax: 65536 levels need no clipping, and the
         # argmax must never be clipped.
-        method = "minmax" if v in self.outputs or bits == 16 else self.method
+        method = "minmax" if v in self.outputs or bits == 16 else \
+            self.methods.get(v.name, self.method)
         if method == "auto":  # per value: the method with the least histogram MSE
             method = self.res.methods[v.name] = ob.auto_method(self.percentile)
         lo, hi = ob.choose_range(method, self.percentile)
@@ -151,7 +197,8 @@ class _Q:
         if qp.bits == 8:
             return qv, qp
         ob = self.table.observers[fv.name]
-        qp8 = qparams_from_range(*ob.choose_range(self.method, self.percentile))
+        method = self.methods.get(fv.name, self.method)
+        qp8 = qparams_from_range(*ob.choose_range(method, self.percentile))
         m, s = multiplier(qp.scale / qp8.scale, n.label())
         self.res.narrowed[fv.name] = qp8
         y = self.b.op("rescale", qv, name=n.name, out_name=f"{fv.name}.i8", mult=m, shift=s,
@@ -370,11 +417,13 @@ def _act_clamp(act: str, params: tuple[float, ...], qp: QParams, n: Node) -> tup
 
 
 def quantize_graph(g: Graph, table: CalibTable, method: str = "minmax",
-                   percentile: float = 99.99, int16: Collection[str] = ()) -> QuantResult:
+                   percentile: float = 99.99, int16: Collection[str] = (),
+                   layer_methods: Mapping[str, str] | None = None) -> QuantResult:
     """The int8 graph of a prepared, calibrated float graph (see module docstring). Values
     named in `int16` (float value names whose parameters are computed, not inherited:
-    compiler/quant/mixed.py) are kept in int16 (docs §8)."""
-    st = _Q(g, table, method, percentile, int16)
+    compiler/quant/mixed.py) are kept in int16 (docs §8). `layer_methods` ({layer or value
+    name: method}, `parse_layer_methods`) overrides `method` for those values (docs §5)."""
+    st = _Q(g, table, method, percentile, int16, layer_methods)
     tail = _float_tail(g)
     for v in g.inputs:
         x = st.b.input(v.name, v.type)

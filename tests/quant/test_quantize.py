@@ -4,11 +4,13 @@ graphs (SQNR thresholds, determinism, the verifier rule) and the per-layer repor
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from ocrc.compiler.cli import main
 from ocrc.compiler.errors import IRVerifyError, PassError
 from ocrc.compiler.ir import Builder, DType, TensorType, graph_text, run, verify
 from ocrc.compiler.passes import PassContext, run_passes
@@ -17,8 +19,10 @@ from ocrc.compiler.quant import (CalibrationError, QuantizeError, calibrate,
                                  load_calibration_set, prepare, quantize_graph)
 from ocrc.compiler.quant.checks import verify_quantized
 from ocrc.compiler.quant.observers import METHODS, Observer
+from ocrc.compiler.quant.qparams import qparams_from_range
+from ocrc.compiler.quant.quantizer import parse_layer_methods, resolve_layer_methods
 from ocrc.compiler.quant.report import quant_report
-from tests.quant.helpers import demo_graph, demo_samples
+from tests.quant.helpers import demo_crnn_compile_args, demo_graph, demo_samples
 
 MIN_SQNR_DB = 20.0  # whole demo network (LSTM included), int8 vs float, at the logits
 
@@ -151,3 +155,70 @@ def test_report_is_worst_first_and_json(tmp_path: Path, quantized_demo: object) 
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["modes"] == ["entire", "single"] and len(data["layers"]) == len(rep.rows)
     assert "SQNR entire" in rep.table(3)
+
+
+def test_layer_methods_override_only_their_values() -> None:
+    g = prepare(demo_graph())
+    table = calibrate(g, demo_samples(3), progress=False)
+    base = quantize_graph(g, table, "mse")
+    over = quantize_graph(g, table, "mse", layer_methods={"c1": "minmax", "hs": "entropy"})
+    for name, method in (("c1", "minmax"), ("hs", "entropy")):
+        want = qparams_from_range(*table.observers[name].choose_range(method))
+        assert over.qparams[name] == want != base.qparams[name]
+    changed = {k for k in base.qparams if base.qparams[k] != over.qparams[k]}
+    # gap feeds only hs's table: its range is clipped where that table is flat at hs's scale
+    assert changed == {"c1", "hs", "gap"}
+    verify_quantized(over.graph)
+
+
+def test_layer_methods_resolve_layer_names_and_report_mistakes() -> None:
+    rng = np.random.default_rng(0)
+    b = Builder()
+    x = b.input("x", TensorType(DType.F32, (1, 2, 4, 4)))
+    w = b.const(rng.standard_normal((3, 2, 1, 1)).astype(np.float32))
+    b.output(b.op("conv", x, w, act="silu", name="L1", out_name="y"))
+    g = prepare(b.graph)  # the conv and its silu, both named L1
+    assert resolve_layer_methods(g, {"L1": "mse"}) == {"y.conv": "mse", "y": "mse"}
+    assert resolve_layer_methods(g, {"x": "entropy"}) == {"x": "entropy"}
+    with pytest.raises(QuantizeError, match="'L2' is neither a layer nor a value.*L1"):
+        resolve_layer_methods(g, {"L2": "mse"})
+    assert parse_layer_methods("") == {}
+    assert parse_layer_methods("a/b:mse+c:0:minmax") == {"a/b": "mse", "c:0": "minmax"}
+    with pytest.raises(QuantizeError, match="is not NAME:METHOD"):
+        parse_layer_methods("L1")
+    with pytest.raises(QuantizeError, match="method 'magic' of 'L1'"):
+        parse_layer_methods("L1:magic")
+    ctx = PassContext(options={"calibration": demo_samples(3), "progress": False})
+    q = run_passes(demo_graph(), build_pipeline(
+        "float,quantize{method=mse,layer_methods=c1:minmax}"), ctx)
+    verify_quantized(q)
+    with pytest.raises(QuantizeError, match="'nope' is neither"):
+        run_passes(demo_graph(), build_pipeline(
+            "quantize{layer_methods=nope:mse,calib=synthetic:1}"), PassContext())
+
+
+def test_cli_range_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = demo_crnn_compile_args(tmp_path, 3)
+    assert main(base + ["--quant-method", "percentile", "-o", str(tmp_path / "p.ir")]) == 0
+    text = (tmp_path / "p.ir").read_text()
+    first = re.search(r'qconv\(.*loc\("([^"]+)"\)', text)
+    assert first is not None
+    assert main(base + ["--quant-method", "percentile", "--quant-percentile", "99",
+                        "-o", str(tmp_path / "p99.ir")]) == 0
+    a, b = np.load(tmp_path / "p.ir.npz"), np.load(tmp_path / "p99.ir.npz")
+    assert any(not np.array_equal(a[k], b[k]) for k in a.files)
+    assert main(base + ["--quant-method", "percentile", "--quant-layer-method",
+                        f"{first.group(1)}=minmax", "-o", str(tmp_path / "l.ir")]) == 0
+    c = np.load(tmp_path / "l.ir.npz")
+    assert sorted(k for k in a.files if not np.array_equal(a[k], c[k]))  # some layer moved
+    capsys.readouterr()
+    for bad, msg in ((["--quant-percentile", "40"], "expected a percentile in (50, 100]"),
+                     (["--quant-layer-method", "Conv_0"], "expected LAYER=METHOD"),
+                     (["--quant-layer-method", "Conv_0=magic"], "method 'magic' is not one"),
+                     (["--quant-layer-method", "nope=mse"], "'nope' is neither a layer")):
+        assert main(base + bad + ["-o", str(tmp_path / "bad.ir")]) == 2
+        err = capsys.readouterr().err
+        assert msg in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "bad.ir").exists()
+    assert main(["compile", str(tmp_path / "demo.onnx"), "--quant-percentile", "99"]) == 2
+    assert "needs --quant int8" in capsys.readouterr().err
