@@ -15,9 +15,11 @@ from typing import Any
 
 from ocrc.compiler.errors import PassError
 from ocrc.compiler.passes import (  # noqa: F401  (each module registers its pass)
+    bias_correct,
     canonicalize,
     compress_auto,
     decompose,
+    equalize,
     fold_bn,
     fold_pad,
     fuse_act,

@@ -27,8 +27,8 @@ from ocrc.compiler.quant.equalize import channel_absmax, equalize
 from ocrc.compiler.quant.gptq import gptq
 from ocrc.compiler.quant.mixed import DEFAULT_RATE, DEFAULT_THRESHOLD, parse_int16, select_int16
 from ocrc.compiler.quant.observers import DEFAULT_PERCENTILE, METHODS
-from ocrc.compiler.quant.quantizer import (parse_layer_methods, prepare, quantize_graph,
-                                           resolve_layer_methods)
+from ocrc.compiler.quant.quantizer import (QuantResult, parse_layer_methods, prepare,
+                                           quantize_graph, resolve_layer_methods)
 from ocrc.compiler.quant.report import quant_report
 
 log = logging.getLogger(__name__)
@@ -77,27 +77,13 @@ class Quantize(Pass):
         prepared = prepare(g)
         methods = parse_layer_methods(self.layer_methods)
         resolve_layer_methods(prepared, methods)  # so does an unknown layer name
-        data: Any = ctx.options.get("calibration")
-        if self.calib:
-            if self.calib.startswith("synthetic:"):
-                try:
-                    n = int(self.calib.split(":", 1)[1])
-                except ValueError:
-                    n = 0
-                if n < 1:
-                    raise PassError(f"quantize: calib={self.calib!r} needs a count >= 1")
-                data = synthetic_samples(prepared, n)
-            else:
-                data = load_calibration_set(Path(self.calib), prepared)
-        if data is None:
-            raise PassError("quantize: no calibration data; pass --calib DIR|FILE.npz (or the "
-                            "pass option calib=...)")
+        data = calibration_data(self.name, self.calib, prepared, ctx)
         samples = None if isinstance(data, CalibTable) else list(data)
         if (self.equalize or self.bias_correction or self.gptq) and samples is None:
             raise PassError("quantize: equalize/bias_correction/gptq need calibration samples, "
                             "not a ready calibration table")
         if self.equalize and samples is not None:
-            prepared = equalize(prepared, channel_absmax(prepared, samples[:EQ_SAMPLES]))
+            prepared = equalize_prepared(prepared, samples)
         reference = prepared  # what the report compares with (float-equivalent to g)
         if self.gptq and samples is not None:
             prepared = gptq(prepared, samples[:EQ_SAMPLES], center=self.gptq_center)
@@ -119,13 +105,50 @@ class Quantize(Pass):
         verify_quantized(res.graph)
         ctx.options["quant_result"] = res
         ctx.options["quant_float_graph"] = prepared
-        report = ctx.options.get("quant_report")
-        if report:
-            if samples is None:
-                raise PassError("quantize: --quant-report needs calibration samples, not a "
-                                "ready calibration table")
-            rep = quant_report(reference, res, samples[:REPORT_SAMPLES])
-            rep.write(report)
-            ctx.options["quant_report_table"] = rep
-            log.info("per-layer quantisation report written to %s", report)
+        ctx.options["quant_reference_graph"] = reference
+        write_report(ctx, res, samples)
         return res.graph
+
+
+def calibration_data(who: str, calib: str, prepared: Graph, ctx: PassContext) -> Any:
+    """The calibration data of a pass: its `calib` option (a directory of .npy files, an .npz,
+    or `synthetic:N`) if set, else the context's (`ctx.options['calibration']`: input dicts or
+    a ready CalibTable). No data is a PassError naming the pass."""
+    data: Any = ctx.options.get("calibration")
+    if calib:
+        if calib.startswith("synthetic:"):
+            try:
+                n = int(calib.split(":", 1)[1])
+            except ValueError:
+                n = 0
+            if n < 1:
+                raise PassError(f"{who}: calib={calib!r} needs a count >= 1")
+            data = synthetic_samples(prepared, n)
+        else:
+            data = load_calibration_set(Path(calib), prepared)
+    if data is None:
+        raise PassError(f"{who}: no calibration data; pass --calib DIR|FILE.npz (or the pass "
+                        "option calib=...)")
+    return data
+
+
+def equalize_prepared(prepared: Graph, samples: list[dict[str, np.ndarray]]) -> Graph:
+    """Cross-layer equalisation of a prepared float graph from the channel ranges of the first
+    EQ_SAMPLES samples (compiler/quant/equalize.py)."""
+    return equalize(prepared, channel_absmax(prepared, samples[:EQ_SAMPLES]))
+
+
+def write_report(ctx: PassContext, res: QuantResult,
+                 samples: list[dict[str, np.ndarray]] | None) -> None:
+    """The per-layer report of `res` against the context's reference float graph, written
+    when `ctx.options['quant_report']` names a file (the CLI's --quant-report)."""
+    report = ctx.options.get("quant_report")
+    if not report:
+        return
+    if samples is None:
+        raise PassError("quantize: --quant-report needs calibration samples, not a ready "
+                        "calibration table")
+    rep = quant_report(ctx.options["quant_reference_graph"], res, samples[:REPORT_SAMPLES])
+    rep.write(report)
+    ctx.options["quant_report_table"] = rep
+    log.info("per-layer quantisation report written to %s", report)

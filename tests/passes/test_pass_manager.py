@@ -142,7 +142,7 @@ def test_ocrc_opt_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 
 
 @pytest.mark.parametrize("args, message", [
-    (["-p", "fold-bnn"], "unknown pass 'fold-bnn'; valid passes: canonicalize, "),
+    (["-p", "fold-bnn"], "unknown pass 'fold-bnn'; valid passes: bias-correct, canonicalize, "),
     (["-p", "fold-bn{x=1}"], "has no option 'x'; valid options: forward, to_affine"),
     (["--print-ir-after=fuse"], "--print-ir-after=fuse: unknown pass 'fuse'; valid passes:"),
 ])

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import onnxruntime as ort
+import pytest
 
+from ocrc.compiler.errors import PassError
 from ocrc.compiler.export_onnx import export_onnx
-from ocrc.compiler.ir import Builder, DType, Graph, TensorType, run, verify
+from ocrc.compiler.ir import Builder, DType, Graph, TensorType, graph_text, run, verify
 from ocrc.compiler.passes import PassContext, run_passes
 from ocrc.compiler.pipeline import build_pipeline
 from ocrc.compiler.quant import calibrate, prepare, quantize_graph
@@ -122,3 +124,35 @@ def test_onnx_export_float_and_qdq(quantized_demo: object) -> None:
         qdq = q_sess.run(None, s)[0]
         assert np.mean(qdq.argmax(-1) == golden.argmax(-1)) >= 0.75
         assert sqnr(golden, qdq) > 20.0
+
+
+def test_equalize_and_bias_correct_as_passes() -> None:
+    """`equalize` keeps the float function (interpreter before and after); `equalize,quantize`
+    and `quantize,bias-correct` give the very graphs of quantize's options."""
+    ctx = PassContext(options={"calibration": samples(6), "progress": False})
+    eq = run_passes(mobilenet_block(), build_pipeline("equalize"), ctx)
+    verify(eq)
+    assert sum(n.op.name == "mul" for n in eq.nodes) == 2
+    for s in samples(2, seed=5):
+        np.testing.assert_allclose(run(eq, s)["c3"], run(mobilenet_block(), s)["c3"],
+                                   rtol=1e-4, atol=1e-5)
+    texts = {}
+    for pipe in ("quantize{equalize=true,bias_correction=true}",
+                 "equalize,quantize,bias-correct", "equalize,quantize{bias_correction=true}"):
+        c = PassContext(options={"calibration": samples(6), "progress": False})
+        texts[pipe] = graph_text(run_passes(mobilenet_block(), build_pipeline(pipe), c))
+    assert len(set(texts.values())) == 1
+    c = PassContext(options={"calibration": samples(6), "progress": False})
+    plain = graph_text(run_passes(mobilenet_block(), build_pipeline("equalize,quantize"), c))
+    assert plain != texts["equalize,quantize,bias-correct"]  # the biases moved
+
+
+def test_bias_correct_pass_needs_its_quantize() -> None:
+    ctx = PassContext(options={"calibration": samples(2), "progress": False})
+    with pytest.raises(PassError, match="bias-correct: needs the int8 graph of a `quantize`"):
+        run_passes(mobilenet_block(), build_pipeline("bias-correct"), ctx)
+    with pytest.raises(PassError, match="bias-correct: needs the int8 graph"):
+        run_passes(mobilenet_block(), build_pipeline("quantize,share-weights,bias-correct"),
+                   ctx)
+    with pytest.raises(PassError, match="equalize: no calibration data"):
+        run_passes(mobilenet_block(), build_pipeline("equalize"), PassContext())
