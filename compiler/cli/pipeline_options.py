@@ -103,7 +103,7 @@ def add_quant_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--calib", type=Path, metavar="DIR|FILE.npz",
                    help="calibration inputs: a directory of .npy files (one input tensor each) "
                         "or an .npz archive")
-    g.add_argument("--quant-method", choices=METHODS, default="minmax",
+    g.add_argument("--quant-method", choices=METHODS, default=None,
                    help="how activation ranges are chosen (default: minmax)")
     g.add_argument("--quant-percentile", type=float, default=None, metavar="P",
                    help="the percentile of --quant-method percentile (and of auto's "
@@ -154,8 +154,11 @@ def quant_passes(graph: Graph, args: argparse.Namespace, ctx: PassContext) -> li
                 raise PassError(f"--{opt.replace('_', '-')} needs --quant int8")
         if (getattr(args, "quant_int16", "none") or "none") != "none":
             raise PassError("--quant-int16 needs --quant int8")
-        for opt in ("quant_percentile", "quant_layer_method"):
+        for opt in ("quant_method", "quant_percentile", "quant_layer_method"):
             if getattr(args, opt, None) is not None:
+                raise PassError(f"--{opt.replace('_', '-')} needs --quant int8")
+        for opt in ("quant_equalize", "quant_gptq", "quant_gptq_plain", "quant_bias_correction"):
+            if getattr(args, opt, False):
                 raise PassError(f"--{opt.replace('_', '-')} needs --quant int8")
         return []
     if args.calib is None:
@@ -164,13 +167,18 @@ def quant_passes(graph: Graph, args: argparse.Namespace, ctx: PassContext) -> li
         ctx.options["calibration"] = load_calibration_set(args.calib, graph)
     if args.quant_report is not None:
         ctx.options["quant_report"] = args.quant_report
-    eq = ",equalize=true" if getattr(args, "quant_equalize", False) else ""
+    # equalisation and bias correction run as passes of their own around quantize (the same
+    # steps as its equalize/bias_correction options), so IR dumps show each step's graph
+    before = "equalize," if getattr(args, "quant_equalize", False) else ""
+    after = ",bias-correct" if getattr(args, "quant_bias_correction", False) else ""
+    opts = ""
     if getattr(args, "quant_gptq", False) or getattr(args, "quant_gptq_plain", False):
-        eq += ",gptq=true" + (",gptq_center=false" if getattr(args, "quant_gptq_plain", False)
-                              else "")
-    eq += ",bias_correction=true" if getattr(args, "quant_bias_correction", False) else ""
-    eq += _range_options(args)
-    return build_pipeline(f"quantize{{method={args.quant_method}{eq}{_int16_options(args)}}}")
+        opts += ",gptq=true" + (",gptq_center=false" if getattr(args, "quant_gptq_plain", False)
+                                else "")
+    opts += _range_options(args)
+    method = getattr(args, "quant_method", None) or "minmax"
+    return build_pipeline(f"{before}quantize{{method={method}{opts}"
+                          f"{_int16_options(args)}}}{after}")
 
 
 def _range_options(args: argparse.Namespace) -> str:

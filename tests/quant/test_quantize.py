@@ -222,3 +222,24 @@ def test_cli_range_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert not (tmp_path / "bad.ir").exists()
     assert main(["compile", str(tmp_path / "demo.onnx"), "--quant-percentile", "99"]) == 2
     assert "needs --quant int8" in capsys.readouterr().err
+
+
+def test_cli_equalize_and_bias_correction_run_as_passes(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = demo_crnn_compile_args(tmp_path, 3)
+    dump = tmp_path / "dump"
+    assert main(base + ["--quant-equalize", "--quant-bias-correction", "--dump-ir", str(dump),
+                        "-o", str(tmp_path / "m.ir")]) == 0
+    steps = [p.name.split("-", 1)[1] for p in sorted(dump.glob("*.ir"))]
+    i = steps.index("equalize.ir")
+    assert steps[i + 1:] == ["quantize.ir", "bias-correct.ir"]
+    q, bc = (np.load(dump / f"{i + k:02d}-{steps[i + k]}.npz") for k in (1, 2))
+    moved = [k for k in q.files if k.endswith(".bias") and not np.array_equal(q[k], bc[k])]
+    assert moved and all(np.array_equal(q[k], bc[k]) for k in q.files
+                         if not k.endswith(".bias"))  # only biases change
+    capsys.readouterr()
+    for flag in ("--quant-equalize", "--quant-bias-correction", "--quant-gptq"):
+        assert main(["compile", str(tmp_path / "demo.onnx"), flag]) == 2
+        assert f"{flag} needs --quant int8" in capsys.readouterr().err
+    assert main(["compile", str(tmp_path / "demo.onnx"), "--quant-method", "mse"]) == 2
+    assert "--quant-method needs --quant int8" in capsys.readouterr().err
