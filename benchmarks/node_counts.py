@@ -20,13 +20,14 @@ from benchmarks.ocr.report import markdown_table, write_section
 from ocrc.frontend.zoo import fetch_model
 
 SECTION = "Node counts: onnxsim and onnxslim"
-# The static input shapes of issue 2's acceptance list.
+# The static input shapes of issue 2's acceptance list, and of PP-OCRv4 rec.
 SHAPES: dict[str, tuple[int, ...]] = {
     "ddddocr-common": (1, 1, 64, 160),
     "ddddocr-det": (1, 3, 416, 416),
     "ppocr-v2-rec": (1, 3, 32, 320),
     "ppocr-v3-det": (1, 3, 320, 320),
     "ppocr-cls": (1, 3, 48, 192),
+    "ppocr-v4-rec": (1, 3, 48, 320),  # not in issue 2's list: PP-OCRv4 rec, added later
 }
 
 

@@ -26,6 +26,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ocrc.compiler.errors import UnsupportedOpError
 from ocrc.compiler.ir.graph import Graph, Node, Value
+from ocrc.compiler.ir.ops.reduce import REDUCTIONS
 from ocrc.compiler.quant.quantizer import QuantResult
 from ocrc.runtime.errors import OcrcError
 from ocrc.runtime.fileio import atomic_write_bytes
@@ -36,7 +37,7 @@ _ONNX_DTYPE = {"f32": TensorProto.FLOAT, "f64": TensorProto.DOUBLE, "i8": Tensor
                "u8": TensorProto.UINT8, "i16": TensorProto.INT16, "i32": TensorProto.INT32,
                "i64": TensorProto.INT64, "bool": TensorProto.BOOL}
 _SIMPLE = {"add": "Add", "sub": "Sub", "mul": "Mul", "div": "Div", "max": "Max", "min": "Min",
-           "matmul": "MatMul", "relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh",
+           "matmul": "MatMul", "pow": "Pow", "sqrt": "Sqrt", "relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh",
            "prelu": "PRelu", "global_avg_pool": "GlobalAveragePool",
            "global_max_pool": "GlobalMaxPool"}
 
@@ -263,7 +264,19 @@ def _pad(w: _Writer, n: Node) -> list[str]:
     return w.node("Pad", args, base, mode=a["mode"])
 
 
+def _reduce(w: _Writer, n: Node) -> list[str]:
+    """reduce_* -> Reduce*: at OPSET 17 ReduceSum takes its axes as an input, the others as an
+    attribute."""
+    base, axes = n.outputs[0].name, [int(a) for a in n.attr("axes")]
+    onnx_op = REDUCTIONS[n.op.name][3]
+    if onnx_op == "ReduceSum":
+        ax = w.init(np.array(axes, np.int64), f"{base}.axes")
+        return w.node(onnx_op, [w.ref(n.inputs[0]), ax], base, keepdims=n.attr("keepdims"))
+    return w.node(onnx_op, [w.ref(n.inputs[0])], base, axes=axes, keepdims=n.attr("keepdims"))
+
+
 EMITTERS: dict[str, Callable[[_Writer, Node], list[str]]] = {
+    **{name: _reduce for name in REDUCTIONS},
     "conv": _mac, "dense": _mac, "lstm": _lstm, "max_pool": _pool, "avg_pool": _pool,
     "reshape": _shape_op("Reshape", "shape"), "expand": _shape_op("Expand", "shape"),
     "tile": _shape_op("Tile", "repeats"), "slice": _slice, "pad": _pad,

@@ -251,6 +251,63 @@ def Div(b: B, x: Value, y: Value) -> Value:
     return b.op("div", x, y)
 
 
+def Pow(b: B, x: Value, y: Value) -> Value:
+    # ONNX lets the exponent have another numeric type; a constant one is cast to x's type
+    # (exact for the integer and float exponents exporters write), a tensor one is not.
+    if y.type.dtype != x.type.dtype:
+        yc = b.value_of(y)
+        if yc is None or not x.type.dtype.is_float:
+            raise b.unsupported(f"a {y.type.dtype.value} exponent of a {x.type.dtype.value} base")
+        y = b.const(yc.astype(x.type.dtype.np))
+    return b.op("pow", x, y)
+
+
+def Sqrt(b: B, x: Value) -> Value:
+    return _float_act(b, "sqrt", x)
+
+
+def _reduce(b: B, op: str, x: Value, axes_in: V, axes: Sequence[int] | None, keepdims: int,
+            noop_with_empty_axes: int) -> Value:
+    """ONNX Reduce*: axes from the attribute (ReduceSum before opset 13, the others before 18)
+    or the input; none means every axis, or no reduction with noop_with_empty_axes."""
+    if axes_in is not None:
+        ax = b.ints_of(axes_in, "axes")
+    else:
+        ax = list(axes) if axes is not None else []
+    rank = x.type.rank
+    if not ax:
+        if noop_with_empty_axes:
+            return x
+        ax = list(range(rank))
+    if any(not -rank <= a < rank for a in ax) or len({a % rank for a in ax}) != len(ax):
+        raise b.invalid(f"axes {ax} are not distinct axes of a rank-{rank} input")
+    if keepdims not in (0, 1):
+        raise b.invalid(f"keepdims={keepdims} (expected 0 or 1)")
+    return b.op(op, x, axes=sorted(a % rank for a in ax), keepdims=keepdims)
+
+
+def ReduceMean(b: B, x: Value, axes_in: V = None, *, axes: Sequence[int] | None = None,
+               keepdims: int = 1, noop_with_empty_axes: int = 0) -> Value:
+    if not x.type.dtype.is_float:
+        raise b.unsupported(f"a {x.type.dtype.value} input")
+    return _reduce(b, "reduce_mean", x, axes_in, axes, keepdims, noop_with_empty_axes)
+
+
+def ReduceSum(b: B, x: Value, axes_in: V = None, *, axes: Sequence[int] | None = None,
+              keepdims: int = 1, noop_with_empty_axes: int = 0) -> Value:
+    return _reduce(b, "reduce_sum", x, axes_in, axes, keepdims, noop_with_empty_axes)
+
+
+def ReduceMax(b: B, x: Value, axes_in: V = None, *, axes: Sequence[int] | None = None,
+              keepdims: int = 1, noop_with_empty_axes: int = 0) -> Value:
+    return _reduce(b, "reduce_max", x, axes_in, axes, keepdims, noop_with_empty_axes)
+
+
+def ReduceMin(b: B, x: Value, axes_in: V = None, *, axes: Sequence[int] | None = None,
+              keepdims: int = 1, noop_with_empty_axes: int = 0) -> Value:
+    return _reduce(b, "reduce_min", x, axes_in, axes, keepdims, noop_with_empty_axes)
+
+
 def _chain(b: B, op: str, xs: Sequence[Value]) -> Value:
     acc = xs[0]
     for x in xs[1:]:

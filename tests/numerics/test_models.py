@@ -1,5 +1,5 @@
 """Whole models: the reference interpreter against onnxruntime (max |ours - ort| <= 1e-4 *
-max |ort|) on the five real OCR models and onnx's nine light models (also against the outputs
+max |ort|) on the six real OCR models and onnx's nine light models (also against the outputs
 they ship), the text round trip of every imported graph, and `ocrc inspect`'s counts."""
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ REAL_CASES = [
     ("ppocr-v2-rec", "x", (1, 3, 32, 320)),
     ("ppocr-v3-det", "x", (1, 3, 320, 320)),
     ("ppocr-cls", "x", (1, 3, 48, 192)),
+    ("ppocr-v4-rec", "x", (1, 3, 48, 320)),
 ]
 
 

@@ -86,6 +86,22 @@ def test_ppocr_v2_rec(real_model: Callable[[str], Path]) -> None:
     check_each_pass(g, {name: np.random.default_rng(2).random((1, 3, 32, 320), np.float32)})
 
 
+def test_ppocr_v4_rec(real_model: Callable[[str], Path]) -> None:
+    """PP-OCRv4 rec: LCNet with hardswish and learnable affine blocks, a transformer neck
+    (LayerNorm as ReduceMean/Sub/Pow/Sqrt/Div, attention MatMuls, Softmax, Swish)."""
+    path = real_model("ppocr-v4-rec")
+    out = check_against_ort(path, (1, 3, 48, 320))
+    counts = op_counts(out)
+    for gone in ("batch_norm", "clip", "hard_swish", "hard_sigmoid", "sigmoid"):
+        assert gone not in counts, dict(counts)
+    assert counts["reduce_mean"] == 10 and counts["sqrt"] == 5 and counts["softmax"] == 3
+    acts = [n.attr("act") for n in out.nodes if n.op.name in ("conv", "dense")]
+    assert acts.count("hard_swish") >= 27 and "silu" in acts, acts
+    name = input_name(path)
+    g = import_onnx(path, {name: (1, 3, 48, 96)})  # narrow: the per-pass runs stay fast
+    check_each_pass(g, {name: np.random.default_rng(3).random((1, 3, 48, 96), np.float32)})
+
+
 def randomized(g: Graph, seed: int) -> Graph:
     """`g` with every float constant of 2+ elements replaced by seeded random values (He-scaled
     weights, positive per-channel parameters), so that passes are tested on real numbers."""

@@ -1,4 +1,4 @@
-"""Constants, elementwise binary ops with numpy broadcasting, activations, casts, softmax.
+"""Constants, elementwise binary ops with numpy broadcasting, activations, casts, sqrt, softmax.
 
 The activation functions live in one table, `ACTIVATIONS`; both the standalone activation ops
 and the fused epilogues of conv/dense (attrs `act`, `act_params`) apply them through
@@ -58,6 +58,11 @@ def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.true_divide(a, b)
 
 
+def _pow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):  # NaN / inf, as ONNX Pow gives them
+        return np.power(a, b)
+
+
 _BIN = dict(inputs=("a", "b"), infer=_infer_binary)
 ADD = defop("add", ref=_binary(np.add), doc="a + b with numpy broadcasting.",
             traits=("binary", "commutative"), **_BIN)  # type: ignore[arg-type]
@@ -71,7 +76,7 @@ MAX = defop("max", ref=_binary(np.maximum), doc="Elementwise maximum, broadcasti
             traits=("binary", "commutative"), **_BIN)  # type: ignore[arg-type]
 MIN = defop("min", ref=_binary(np.minimum), doc="Elementwise minimum, broadcasting.",
             traits=("binary", "commutative"), **_BIN)  # type: ignore[arg-type]
-POW = defop("pow", ref=_binary(np.power), doc="a ** b with numpy broadcasting (ONNX Pow).",
+POW = defop("pow", ref=_binary(_pow), doc="a ** b with numpy broadcasting (ONNX Pow).",
             traits=("binary",), **_BIN)  # type: ignore[arg-type]
 
 
@@ -180,6 +185,25 @@ CAST = defop("cast", ("x",), _infer_cast,
              lambda xs, a: [np.asarray(xs[0]).astype(DType(a["to"]).np)],
              "Convert the element type (`to` is a dtype spelling such as \"f32\").",
              attrs={"to": AttrDef("str")})
+
+
+def _infer_float_unary(types: Sequence[TensorType | None], attrs: Attrs) -> list[TensorType]:
+    x = types[0]
+    assert x is not None
+    if not x.dtype.is_float:
+        raise ValueError(f"needs a float input, got {x.dtype.value}")
+    return [x]
+
+
+# Not an activation: it is not fused into a conv's epilogue nor made a table, so a graph
+# with sqrt stays float (LayerNorm's denominator, PP-OCRv4 rec).
+def _sqrt_ref(xs: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.ndarray]:
+    with np.errstate(invalid="ignore"):  # NaN below 0, as ONNX Sqrt
+        return [np.sqrt(xs[0])]
+
+
+SQRT = defop("sqrt", ("x",), _infer_float_unary, _sqrt_ref,
+             "sqrt(x) (ONNX Sqrt; NaN below 0).")
 
 
 def _softmax_ref(xs: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.ndarray]:
