@@ -8,7 +8,7 @@ from ocrc.compiler.passes import Pass, PassContext, parse_pipeline, run_passes
 
 # The float graph optimiser: clean up, fold BN and pads into convs, fuse activations and
 # residual adds into conv/dense epilogues, clean up again.
-FLOAT = ("canonicalize,fold-bn,fold-pad,canonicalize,fuse-act,fuse-residual,fuse-act,"
+FLOAT = ("canonicalize,fold-bn,fold-pad,canonicalize,fuse-act,fuse-residual,fuse-act,fold-bn,"
          "canonicalize")
 
 PIPELINES: dict[str, str] = {

@@ -147,6 +147,58 @@ def fold_bn_into_consumer(rw: Rewriter, conv: Node) -> Value | None:
     return _rebuild(rw, conv, new_w, new_b, w.dtype, bn.inputs[0])
 
 
+def _scalar(rw: Rewriter, v: Value | None) -> float | None:
+    c = rw.const_value(v)
+    return float(c.reshape(())) if c is not None and c.size == 1 and c.dtype.kind == "f" \
+        else None
+
+
+def _scalar_affine(rw: Rewriter, v: Value | None) -> tuple[Value, float, float] | None:
+    """(x, a, b) when single-use `v` is add(mul(x, a), b), mul(x, a) or add(x, b) with scalar
+    float constants a, b (either operand order; a = 1 or b = 0 when absent)."""
+    node = rw.op_of(v, "mul", "add")
+    if node is None or v is None or not rw.single_use(v):
+        return None
+    for x, cv in ((node.inputs[0], node.inputs[1]), (node.inputs[1], node.inputs[0])):
+        c = _scalar(rw, cv)
+        if c is None or x is None or x.type != v.type:
+            continue
+        if node.op.name == "mul":
+            return x, c, 0.0
+        inner = _scalar_affine(rw, x) if rw.op_of(x, "mul") is not None else None
+        return (inner[0], inner[1], c) if inner is not None and inner[2] == 0.0 else (x, 1.0, c)
+    return None
+
+
+def fold_scalar_affine_into_consumer(rw: Rewriter, mac: Node) -> Value | None:
+    """x * a + b (scalar constants) -> conv or dense  =>  the MAC op with weights * a and bias
+    + b * (sum of each output's weights). A conv only when it has no padding or b is 0 (the
+    zero border must stay zero), and only when x is an activation's output. PP-OCRv4 rec's
+    learnable affine blocks (a * hardswish(conv) + b) before its 1x1 convs; the float pipeline
+    runs fold-bn once more after fuse-act for them."""
+    if mac.op.name not in ("conv", "dense"):
+        return None
+    found = _scalar_affine(rw, mac.inputs[0])
+    w = rw.const_value(mac.operand("w"))
+    b = rw.const_value(mac.operand("b"))
+    if found is None or w is None or (mac.operand("b") is not None and b is None):
+        return None
+    x, a, t = found
+    if mac.op.name == "conv" and any(mac.attr("pads")) and t != 0.0:
+        return None
+    # Only after an activation (an activation op, or a MAC op with a fused one): a scalar mul
+    # or add inside an activation still being spelled out (hardswish's x * clip(x + 3) / 6
+    # before fuse-act) must stay for fuse-act to find it.
+    prod = rw.producer(x)
+    if prod is None or not ("activation" in prod.op.traits or (
+            prod.op.name in ("conv", "dense") and prod.attr("act") != "none")):
+        return None
+    w64 = w.astype(np.float64)
+    b64 = np.zeros(w.shape[0]) if b is None else b.astype(np.float64)
+    new_b = b64 + t * w64.reshape(w.shape[0], -1).sum(axis=1)
+    return _rebuild(rw, mac, w64 * a, new_b, w.dtype, x)
+
+
 def merge_channel_affine(rw: Rewriter, node: Node) -> Value | None:
     """affine(x, s, t) then mul/add by a per-channel constant -> one affine; and
     add(mul(x, c), d) with per-channel constants c, d (not both scalars) -> affine(x, c, d)."""
@@ -205,8 +257,9 @@ class FoldBn(Pass):
     - mul/add by a per-output-channel (or scalar) constant after such an op: folded the same
       way (this is how exporters spell a conv bias or a frozen BN);
     - with `forward`, a batch_norm/affine *before* a conv or [B, F] dense is folded into the
-      consumer's input channels, only when the conv has no padding or the shift is zero (the
-      zero border must stay zero);
+      consumer's input channels, and so is x * a + b with scalar constants before a conv or
+      dense of any rank, only when the conv has no padding or the shift is zero (the zero
+      border must stay zero);
     - with `to_affine`, any batch_norm left becomes one per-channel `affine` op, and per-channel
       mul/add constants after it (or a per-channel mul then add) merge into one affine.
     Bails out when the MAC op already has an activation or residual, its output has other
@@ -221,7 +274,7 @@ class FoldBn(Pass):
     def run(self, g: Graph, ctx: PassContext) -> Graph:
         pats: list[Any] = [fold_bn_into_producer, fold_channel_mul_add]
         if self.forward:
-            pats.append(fold_bn_into_consumer)
+            pats += [fold_bn_into_consumer, fold_scalar_affine_into_consumer]
         g = apply_patterns(g, pats)
         if self.to_affine:
             g = apply_patterns(g, [bn_to_affine])

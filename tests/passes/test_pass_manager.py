@@ -109,7 +109,8 @@ def test_instruments_print_dump_and_time(tmp_path: Path) -> None:
     assert len(dumps) == len(build_pipeline("float")) + 2  # after each, before both fuse-acts
     assert dumps[0].startswith("After canonicalize (1)")
     files = sorted((tmp_path / "dump").glob("*.ir"))
-    assert [f.name for f in files][::8] == ["00-input.ir", "08-canonicalize.ir"]
+    assert [f.name for f in files][::8] == ["00-input.ir", "08-fold-bn.ir"]
+    assert files[-1].name == "09-canonicalize.ir"
     after = [d.split("\n", 1)[1] for d in dumps if d.startswith("After")]
     for k, f in enumerate(files):
         load_ir(f)  # every dump parses back with its .npz
