@@ -5,6 +5,9 @@ a float LSTM's."""
 
 from __future__ import annotations
 
+import math
+from fractions import Fraction
+
 from pathlib import Path
 
 import numpy as np
@@ -117,6 +120,31 @@ def test_drift_report_compares_every_named_value(quantized_demo) -> None:  # typ
     assert names[0] == "x" and drift[0].frac == 0.0
     assert "Y" in names and "logits" in names and names.index("Y") < names.index("logits")
     assert all(0.0 <= d.frac <= 1.0 and d.top >= 0 for d in drift)
+
+
+def test_drift_explanation_recomputes_the_golden_rounding(quantized_demo) -> None:  # type: ignore
+    """explain_mac's exact value, recomputed from the conv's operands at any output element
+    (padding, strides, groups), rounds half up to the golden code wherever it is not clamped."""
+    from benchmarks.qdq_drift import _golden_and_export, explain_mac
+
+    g = prepare(demo_graph())
+    vals, got, nodes = _golden_and_export(g, quantized_demo, demo_samples(1, seed=6)[0])
+    macs = [n for n in nodes.values() if n.op.name in ("qconv", "qdense")]
+    assert {n.op.name for n in macs} == {"qconv", "qdense"}
+    rng = np.random.default_rng(0)
+    checked = 0
+    for n in dict.fromkeys(macs):
+        y = vals[n.outputs[0].name]
+        fake = y.copy()
+        flat = rng.choice(y.size, size=min(25, y.size), replace=False)
+        fake.reshape(-1)[flat] ^= 1  # pretend the export differs there
+        for e in explain_mac(n, vals, fake, limit=25):
+            rounded = math.floor(e.exact + Fraction(1, 2))  # half up, exactly
+            lo, hi = n.attr("lo"), n.attr("hi")
+            assert e.golden == min(max(rounded, lo), hi), (n.label(), e)
+            assert e.export == e.golden ^ 1 and 0 <= e.from_tie <= 0.5 and e.ulp32 > 0
+            checked += 1
+    assert checked >= 50
 
 
 @settings(max_examples=12, deadline=None, derandomize=True)
