@@ -328,7 +328,8 @@ def export_onnx(g: Graph, qres: QuantResult | None = None) -> onnx.ModelProto:
     outputs = []
     for v in g.outputs:
         src = w.ref(v)
-        w.nodes.append(helper.make_node("Identity", [src], [v.name], name=f"out_{v.name}"))
+        if src != v.name:  # an output that is a graph input is declared as it is
+            w.nodes.append(helper.make_node("Identity", [src], [v.name], name=f"out_{v.name}"))
         outputs.append(helper.make_tensor_value_info(v.name, _ONNX_DTYPE[v.type.dtype.value],
                                                      list(v.type.shape)))
     graph = helper.make_graph(w.nodes, g.name or "main", inputs, outputs, w.inits)

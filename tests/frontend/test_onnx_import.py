@@ -213,6 +213,26 @@ def test_shape_computations_fold_and_identity_dropout_vanish() -> None:
     assert "loc(\"Reshape_5\")" in graph_text(g) or g.nodes[0].name
 
 
+EXPORTED = [c for c in CASES if c[0].startswith(("reduce_", "sqrt", "pow_"))]
+
+
+@pytest.mark.parametrize("name,model", EXPORTED, ids=[c[0] for c in EXPORTED])
+def test_reductions_sqrt_and_pow_export_to_onnx(name: str, model: onnx.ModelProto) -> None:
+    """Imported, written back by `export_onnx` (`-t onnx`), run by onnxruntime: the
+    interpreter's numbers, NaN where the original has them."""
+    from ocrc.compiler.export_onnx import export_onnx
+
+    g = import_onnx(model)
+    rng = np.random.default_rng(4)
+    feeds = {v.name: rng.standard_normal(v.type.shape).astype(np.float32) for v in g.inputs}
+    want = [run(g, feeds)[v.name] for v in g.outputs]
+    sess = ort.InferenceSession(export_onnx(g).SerializeToString(),
+                                providers=["CPUExecutionProvider"])
+    for a, r in zip(sess.run(None, feeds), want):
+        assert a.shape == r.shape
+        np.testing.assert_allclose(a, r, rtol=RTOL, atol=ATOL)
+
+
 def test_reduce_axes_must_be_distinct() -> None:
     with pytest.raises(OnnxImportError, match=r"ReduceMean_node.*axes \[1, -3\] are not "
                        r"distinct axes of a rank-4 input"):
