@@ -180,7 +180,7 @@ class _Q:
         fns = [(u, self.table_fns(u)) for u in self.users.get(v, [])]
         if fns and v not in self.outputs and all(f is not None for _, f in fns):
             # Only tables read v: its range may shrink to where every table is flat.
-            bounds = [flat_clip(f, lo, hi, self.qp(self.table_output(u)).scale)
+            bounds = [flat_clip(f, lo, hi, self.flat_step(u, bits))
                       for u, fs in fns for f in fs]  # type: ignore[union-attr]
             lo, hi = min(b[0] for b in bounds), max(b[1] for b in bounds)
             self.res.table_inputs.add(v.name)
@@ -189,6 +189,22 @@ class _Q:
         if bits == 16:
             self.res.int16.append(v.name)
         return qp
+
+    def flat_step(self, u: Node, in_bits: int) -> float:
+        """The output resolution at which table u counts as flat (`flat_clip`): its output's
+        scale; for an int16 output of an int8 input, the scale that output would have in int8.
+        The int8 input cannot resolve finer changes, and clipping at the int16 output's
+        resolution would widen the input's range where little of the function changes (SiLU's
+        long negative tail: ddddocr's Conv_3 table input 0.445 -> 0.695 per code)."""
+        w = self.table_output(u)
+        qp = self.qp(w)
+        if qp.bits == 8 or in_bits == 16:
+            return qp.scale
+        ob = self.table.observers[w.name]
+        method = "minmax" if w in self.outputs else self.methods.get(w.name, self.method)
+        if method == "auto":
+            method = ob.auto_method(self.percentile)
+        return qparams_from_range(*ob.choose_range(method, self.percentile)).scale
 
     def narrow(self, fv: Value, n: Node) -> tuple[Value, QParams]:
         """fv as int8 for an op without an int16 form: a `rescale` of its int16 value to int8

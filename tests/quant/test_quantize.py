@@ -171,6 +171,21 @@ def test_layer_methods_override_only_their_values() -> None:
     verify_quantized(over.graph)
 
 
+def test_an_int16_table_output_keeps_its_int8_input_range() -> None:
+    """gap (int8) feeds only hs's table; with hs in int16 the table counts as flat at the
+    step hs would have in int8, so gap keeps the all-int8 range instead of widening to where
+    hard_sigmoid changes by one int16 code."""
+    g = prepare(demo_graph())
+    table = calibrate(g, demo_samples(3), progress=False)
+    base = quantize_graph(g, table, "mse")
+    wide = quantize_graph(g, table, "mse", int16=("hs",))
+    assert wide.qparams["hs"].bits == 16 and wide.qparams["gap"].bits == 8
+    assert wide.qparams["gap"] == base.qparams["gap"]
+    lo, hi = table.observers["gap"].choose_range("mse")
+    assert base.qparams["gap"] != qparams_from_range(lo, hi)  # the clip is in effect
+    verify_quantized(wide.graph)
+
+
 def test_layer_methods_resolve_layer_names_and_report_mistakes() -> None:
     rng = np.random.default_rng(0)
     b = Builder()
