@@ -27,8 +27,8 @@ from ocrc.compiler.quant.equalize import channel_absmax, equalize
 from ocrc.compiler.quant.gptq import gptq
 from ocrc.compiler.quant.mixed import DEFAULT_RATE, DEFAULT_THRESHOLD, parse_int16, select_int16
 from ocrc.compiler.quant.observers import DEFAULT_PERCENTILE, METHODS
-from ocrc.compiler.quant.quantizer import (QuantResult, parse_layer_methods, prepare,
-                                           quantize_graph, resolve_layer_methods)
+from ocrc.compiler.quant.layer_methods import parse_layer_methods, resolve_layer_methods
+from ocrc.compiler.quant.quantizer import QuantResult, prepare, quantize_graph
 from ocrc.compiler.quant.report import quant_report
 
 log = logging.getLogger(__name__)

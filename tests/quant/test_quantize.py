@@ -20,7 +20,7 @@ from ocrc.compiler.quant import (CalibrationError, QuantizeError, calibrate,
 from ocrc.compiler.quant.checks import verify_quantized
 from ocrc.compiler.quant.observers import METHODS, Observer
 from ocrc.compiler.quant.qparams import qparams_from_range
-from ocrc.compiler.quant.quantizer import parse_layer_methods, resolve_layer_methods
+from ocrc.compiler.quant.layer_methods import parse_layer_methods, resolve_layer_methods
 from ocrc.compiler.quant.report import quant_report
 from tests.quant.helpers import demo_crnn_compile_args, demo_graph, demo_samples
 
