@@ -37,8 +37,8 @@ _ONNX_DTYPE = {"f32": TensorProto.FLOAT, "f64": TensorProto.DOUBLE, "i8": Tensor
                "u8": TensorProto.UINT8, "i16": TensorProto.INT16, "i32": TensorProto.INT32,
                "i64": TensorProto.INT64, "bool": TensorProto.BOOL}
 _SIMPLE = {"add": "Add", "sub": "Sub", "mul": "Mul", "div": "Div", "max": "Max", "min": "Min",
-           "matmul": "MatMul", "pow": "Pow", "sqrt": "Sqrt", "relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh",
-           "prelu": "PRelu", "global_avg_pool": "GlobalAveragePool",
+           "matmul": "MatMul", "pow": "Pow", "sqrt": "Sqrt", "relu": "Relu", "sigmoid": "Sigmoid",
+           "tanh": "Tanh", "prelu": "PRelu", "global_avg_pool": "GlobalAveragePool",
            "global_max_pool": "GlobalMaxPool"}
 
 

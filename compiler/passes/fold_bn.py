@@ -166,7 +166,7 @@ def _scalar_affine(rw: Rewriter, v: Value | None) -> tuple[Value, float, float] 
         if node.op.name == "mul":
             return x, c, 0.0
         inner = _scalar_affine(rw, x) if rw.op_of(x, "mul") is not None else None
-        return (inner[0], inner[1], c) if inner is not None and inner[2] == 0.0 else (x, 1.0, c)
+        return (inner[0], inner[1], c) if inner is not None else (x, 1.0, c)
     return None
 
 
