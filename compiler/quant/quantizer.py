@@ -157,11 +157,9 @@ class _Q:
         qp = self.qp(w)
         if qp.bits == 8 or in_bits == 16:
             return qp.scale
-        ob = self.table.observers[w.name]
         method = "minmax" if w in self.outputs else self.methods.get(w.name, self.method)
-        if method == "auto":
-            method = ob.auto_method(self.percentile)
-        return qparams_from_range(*ob.choose_range(method, self.percentile)).scale
+        lo, hi = self.table.observers[w.name].choose_range(method, self.percentile)
+        return qparams_from_range(lo, hi).scale
 
     def narrow(self, fv: Value, n: Node) -> tuple[Value, QParams]:
         """fv as int8 for an op without an int16 form: a `rescale` of its int16 value to int8
